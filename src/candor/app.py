@@ -1,0 +1,237 @@
+"""The FastAPI application: runtime wiring, error handling, health and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from candor import __version__, metrics
+from candor.auth import AuthError, Directory, Public, SourceInfo
+from candor.config import Settings
+from candor.events import DEFAULT_PERSONAL_PROPERTIES, Rejection, RequestError, Validator
+from candor.http import JSON, error
+from candor.ingest import Ingestor, Work
+from candor.store import Store
+from candor.store.engine import StoreUnavailable
+from candor.vault import Vault
+
+log = logging.getLogger("candor.app")
+
+
+class Runtime:
+    """Everything one Candor process holds: settings, store, vault, directory and writer."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = Store(settings)
+        self.store.upgrade()
+        self.vault = Vault(self.store, settings.load_master_key())
+        self.directory = Directory(self.store)
+        self.ingestor = Ingestor(self.store, self.vault)
+        self._validators: dict[tuple[int, frozenset[str]], Validator] = {}
+
+    def validator_for(self, source: SourceInfo) -> Validator:
+        key = (source.id, source.personal_properties)
+        v = self._validators.get(key)
+        if v is None:
+            v = Validator(
+                self.vault.pseudonym,
+                DEFAULT_PERSONAL_PROPERTIES | source.personal_properties,
+                self.settings.default_phone_region,
+                self.settings.max_event_bytes,
+            )
+            self._validators[key] = v
+        return v
+
+    async def record_rejection(self, source_id: int, received_ms: int, kind: str, reason: str) -> None:
+        """Keep a record of a request refused as a whole (its reason, never its content)."""
+        rej = Rejection(reason, None, None if kind == "batch" else kind, None)
+        try:
+            await self.ingestor.submit(Work(source_id, [], [rej], received_ms))
+        except Exception:  # noqa: BLE001 - the client still gets its 4xx; the metric counts it
+            log.warning("could not record a rejected request")
+
+    def close(self) -> None:
+        self.ingestor.stop()
+        self.store.dispose()
+
+
+class Health(BaseModel):
+    status: str
+    database: str
+    version: str
+
+
+ops = APIRouter(tags=["operations"])
+
+
+@ops.get(
+    "/healthz",
+    response_model=Health,
+    dependencies=[Depends(Public())],
+    responses={503: {"model": Health, "description": "The database is unreachable"}},
+)
+def healthz(request: Request) -> Any:
+    """Liveness and readiness: 200 when the database answers, 503 otherwise."""
+    ok = request.app.state.candor.store.ping()
+    body = {
+        "status": "ok" if ok else "unavailable",
+        "database": "ok" if ok else "unreachable",
+        "version": __version__,
+    }
+    return JSON(body, status_code=200 if ok else 503)
+
+
+@ops.get(
+    "/metrics",
+    dependencies=[Depends(Public())],
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
+def prometheus_metrics() -> Response:
+    """Prometheus metrics (no personal data in any label)."""
+    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
+    settings = settings or (runtime.settings if runtime else Settings.from_env())
+    rt = runtime or Runtime(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        rt.ingestor.start()
+        yield
+        await asyncio.get_running_loop().run_in_executor(None, rt.ingestor.stop)
+        if runtime is None:
+            rt.store.dispose()
+
+    app = FastAPI(
+        title="Candor",
+        version=__version__,
+        description="A customer data platform that customers can trust. Segment-compatible collection, "
+        "consent as the gate of every use, encryption at rest.",
+        lifespan=lifespan,
+        default_response_class=JSON,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.candor = rt
+
+    from candor import collect, stats
+
+    app.include_router(ops)
+    app.include_router(collect.router)
+    app.include_router(stats.router)
+
+    install_error_handlers(app)
+    install_access_log(app)
+    install_openapi(app)
+    return app
+
+
+_json_error = error
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AuthError)
+    async def _auth(_: Request, exc: AuthError) -> Response:
+        return exc.response()
+
+    @app.exception_handler(RequestError)
+    async def _request(_: Request, exc: RequestError) -> Response:
+        metrics.requests_rejected_total.labels(exc.code).inc()
+        return JSON(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        # The message names the place and the rule, never the rejected value.
+        return _json_error(400, "invalid_request", f"{where}: {first.get('msg', 'invalid')}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        return _json_error(
+            exc.status_code,
+            codes.get(exc.status_code, "http_error"),
+            str(exc.detail),
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(StoreUnavailable)
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(DBAPIError)
+    async def _db(_: Request, exc: Exception) -> Response:
+        log.error("database unavailable: %s", type(exc).__name__)
+        return _json_error(503, "unavailable", "the store is unavailable; retry later", {"Retry-After": "1"})
+
+    @app.exception_handler(Exception)
+    async def _internal(_: Request, exc: Exception) -> Response:
+        # Exception text may hold personal data: log the type only.
+        log.error("internal error: %s", type(exc).__name__)
+        return _json_error(500, "internal", "internal error; the event was not stored, retry later")
+
+
+def install_access_log(app: FastAPI) -> None:
+    access = logging.getLogger("candor.access")
+
+    @app.middleware("http")
+    async def _log(request: Request, call_next: Any) -> Response:
+        started = time.perf_counter()
+        response: Response = await call_next(request)
+        if access.isEnabledFor(logging.INFO):
+            # No query string and no client address: both can hold personal data.
+            access.info(
+                "%s %s %d %.1fms",
+                request.method,
+                request.url.path,
+                response.status_code,
+                (time.perf_counter() - started) * 1000,
+            )
+        return response
+
+
+def install_openapi(app: FastAPI) -> None:
+    from candor.collect import MODELS
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        comps = schema.setdefault("components", {})
+        schemas = comps.setdefault("schemas", {})
+        for model in set(MODELS.values()):
+            js = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            for name, sub in js.pop("$defs", {}).items():
+                schemas.setdefault(name, sub)
+            schemas[model.__name__] = js
+        comps.setdefault("securitySchemes", {}).update(
+            {
+                "writeKeyBasic": {
+                    "type": "http",
+                    "scheme": "basic",
+                    "description": "Source write key as user name, empty password",
+                },
+                "bearerToken": {"type": "http", "scheme": "bearer", "description": "Staff API token"},
+            }
+        )
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

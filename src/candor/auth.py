@@ -1,0 +1,326 @@
+"""Principals, roles and scopes; every route declares what it needs.
+
+Two kinds of principal reach the API:
+
+* a **source**, by its write key (HTTP Basic user name, or ``writeKey`` in the body): may only send
+  events (``events:write``);
+* a **staff member**, by an API token (``Authorization: Bearer ...``) that carries one role.
+
+Secrets are stored as SHA-256 hashes only. A route declares its need with one of the dependency
+classes below (``Require``, ``Public``, ``SourceAuth``); the authorization-matrix test reads those
+declarations from the route table, so a new route without one fails the suite.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from fastapi import Request
+from sqlalchemy import select, update
+
+from candor.http import JSON, error
+from candor.store import Store, now_ms
+from candor.store.schema import sources, tokens
+from candor.vault import secret_hash
+
+SCOPES: dict[str, str] = {
+    "events:write": "send events to the collection API (source write keys only)",
+    "stats:read": "read collection statistics",
+    "profiles:read": "read profiles with personal values masked",
+    "pii:read": "see personal values in plaintext (each read is recorded)",
+    "consent:read": "read consent state, decisions and proof",
+    "consent:write": "record consent on behalf of a subject",
+    "rights:manage": "process data-subject requests",
+    "segments:write": "create and change segments",
+    "campaigns:send": "create and send campaigns",
+    "insights:read": "read aggregate insights",
+    "audit:read": "read and verify the audit log",
+    "settings:write": "change sources, tokens, purposes, notices and retention",
+}
+
+ROLES: dict[str, frozenset[str]] = {
+    "owner": frozenset(SCOPES) - {"events:write"},
+    "privacy_officer": frozenset(
+        {
+            "stats:read",
+            "profiles:read",
+            "pii:read",
+            "consent:read",
+            "consent:write",
+            "rights:manage",
+            "audit:read",
+        }
+    ),
+    "marketer": frozenset(
+        {"stats:read", "profiles:read", "consent:read", "segments:write", "campaigns:send", "insights:read"}
+    ),
+    "analyst": frozenset({"stats:read", "insights:read"}),
+    "support": frozenset({"profiles:read", "consent:read"}),
+}
+
+
+class AuthError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+    def response(self) -> JSON:
+        headers = {"WWW-Authenticate": 'Basic realm="candor"'} if self.status == 401 else None
+        return error(self.status, self.code, self.message, headers)
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    id: int
+    name: str
+    strict: bool
+    personal_properties: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Staff:
+    token_id: int
+    name: str
+    role: str
+    scopes: frozenset[str]
+
+    def can(self, scope: str) -> bool:
+        return scope in self.scopes
+
+
+def new_write_key() -> str:
+    return "wk_" + secrets.token_urlsafe(24)
+
+
+def new_api_token() -> str:
+    return "cnd_" + secrets.token_urlsafe(32)
+
+
+class Directory:
+    """Looks up sources and tokens by secret, with a short cache so revocation is felt quickly."""
+
+    TTL = 5.0
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._sources: dict[str, tuple[float, SourceInfo | None]] = {}
+        self._staff: dict[str, tuple[float, Staff | None]] = {}
+        self._lock = threading.Lock()
+
+    # -- management (CLI and admin API) --------------------------------------------------------
+    def create_source(self, name: str, strict: bool = False, personal: list[str] | None = None) -> str:
+        key = new_write_key()
+        with self.store.write() as conn:
+            exists = conn.execute(select(sources.c.id).where(sources.c.name == name)).scalar()
+            if exists is not None:
+                raise ValueError(f"a source named {name!r} already exists")
+            conn.execute(
+                sources.insert(),
+                {
+                    "name": name,
+                    "write_key_hash": secret_hash(key),
+                    "strict": strict,
+                    "personal_properties": orjson.dumps(sorted(set(personal or []))).decode(),
+                    "created_ms": now_ms(),
+                },
+            )
+        return key
+
+    def reset_write_key(self, name: str) -> str:
+        """Give an existing source a new write key (the old one stops working at once)."""
+        key = new_write_key()
+        with self.store.write() as conn:
+            res = conn.execute(
+                update(sources).where(sources.c.name == name).values(write_key_hash=secret_hash(key))
+            )
+        if not res.rowcount:
+            raise ValueError(f"no source named {name!r}")
+        with self._lock:
+            self._sources.clear()
+        return key
+
+    def list_sources(self) -> list[dict[str, Any]]:
+        with self.store.engine.connect() as conn:
+            rows = conn.execute(select(sources).order_by(sources.c.id)).mappings().all()
+        return [
+            {
+                "id": r["id"],
+                "name": r["name"],
+                "strict": bool(r["strict"]),
+                "personal_properties": orjson.loads(r["personal_properties"]),
+                "created_ms": r["created_ms"],
+            }
+            for r in rows
+        ]
+
+    def create_token(self, name: str, role: str, ttl_days: float | None = None) -> str:
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
+        token = new_api_token()
+        created = now_ms()
+        expires = created + int(ttl_days * 86_400_000) if ttl_days else None
+        with self.store.write() as conn:
+            conn.execute(
+                tokens.insert(),
+                {
+                    "name": name,
+                    "token_hash": secret_hash(token),
+                    "role": role,
+                    "created_ms": created,
+                    "expires_ms": expires,
+                },
+            )
+        return token
+
+    def list_tokens(self) -> list[dict[str, Any]]:
+        with self.store.engine.connect() as conn:
+            rows = (
+                conn.execute(
+                    select(
+                        tokens.c.id,
+                        tokens.c.name,
+                        tokens.c.role,
+                        tokens.c.created_ms,
+                        tokens.c.expires_ms,
+                        tokens.c.revoked_ms,
+                        tokens.c.last_used_ms,
+                    ).order_by(tokens.c.id)
+                )
+                .mappings()
+                .all()
+            )
+        return [dict(r) for r in rows]
+
+    def revoke_token(self, token_id: int) -> bool:
+        with self.store.write() as conn:
+            res = conn.execute(
+                update(tokens)
+                .where(tokens.c.id == token_id, tokens.c.revoked_ms.is_(None))
+                .values(revoked_ms=now_ms())
+            )
+        with self._lock:
+            self._staff.clear()
+        return bool(res.rowcount)
+
+    # -- lookups -------------------------------------------------------------------------------
+    def source_for_key(self, write_key: str) -> SourceInfo | None:
+        h = secret_hash(write_key)
+        now = time.monotonic()
+        hit = self._sources.get(h)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        with self.store.engine.connect() as conn:
+            row = (
+                conn.execute(
+                    select(sources).where(sources.c.write_key_hash == h, sources.c.disabled_ms.is_(None))
+                )
+                .mappings()
+                .first()
+            )
+        info = None
+        if row is not None:
+            info = SourceInfo(
+                id=row["id"],
+                name=row["name"],
+                strict=bool(row["strict"]),
+                personal_properties=frozenset(orjson.loads(row["personal_properties"])),
+            )
+        with self._lock:
+            if len(self._sources) > 10_000:
+                self._sources.clear()
+            self._sources[h] = (now + (60.0 if info else 1.0), info)
+        return info
+
+    def staff_for_token(self, token: str) -> Staff | None:
+        h = secret_hash(token)
+        now = time.monotonic()
+        hit = self._staff.get(h)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        with self.store.engine.connect() as conn:
+            row = conn.execute(select(tokens).where(tokens.c.token_hash == h)).mappings().first()
+        staff = None
+        ms = now_ms()
+        if (
+            row is not None
+            and row["revoked_ms"] is None
+            and (row["expires_ms"] is None or row["expires_ms"] > ms)
+            and row["role"] in ROLES
+        ):
+            staff = Staff(row["id"], row["name"], row["role"], ROLES[row["role"]])
+        with self._lock:
+            if len(self._staff) > 10_000:
+                self._staff.clear()
+            self._staff[h] = (now + self.TTL, staff)
+        return staff
+
+
+def basic_username(header: str | None) -> str | None:
+    """The user name of an HTTP Basic ``Authorization`` header (Segment puts the write key there)."""
+    if not header or header[:6].lower() != "basic ":
+        return None
+    try:
+        decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return decoded.split(":", 1)[0] or None
+
+
+def bearer_token(header: str | None) -> str | None:
+    if not header or header[:7].lower() != "bearer ":
+        return None
+    return header[7:].strip() or None
+
+
+# -- route declarations ------------------------------------------------------------------------
+class Public:
+    """Declares a route that anyone may call (health, metrics, public documents)."""
+
+    scope: str | None = None
+
+    async def __call__(self) -> None:
+        return None
+
+
+class SourceAuth:
+    """Declares a collection route: a source write key is checked by the handler (it may be in
+    the body, as Segment allows)."""
+
+    scope = "events:write"
+
+    async def __call__(self) -> None:
+        return None
+
+
+class Require:
+    """Declares and enforces that the caller is staff holding ``scope``."""
+
+    def __init__(self, scope: str) -> None:
+        if scope not in SCOPES:
+            raise ValueError(f"unknown scope {scope!r}")
+        self.scope = scope
+
+    async def __call__(self, request: Request) -> Staff:
+        directory: Directory = request.app.state.candor.directory
+        header = request.headers.get("authorization")
+        token = bearer_token(header)
+        if token is None:
+            raise AuthError(401, "unauthenticated", "send an API token as 'Authorization: Bearer <token>'")
+        staff = directory.staff_for_token(token)
+        if staff is None:
+            raise AuthError(401, "invalid_token", "the API token is unknown, expired or revoked")
+        if not staff.can(self.scope):
+            raise AuthError(
+                403, "forbidden", f"this token's role ({staff.role}) lacks the scope {self.scope}"
+            )
+        request.state.staff = staff
+        return staff

@@ -1,0 +1,354 @@
+"""The ``candor`` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from candor import __version__
+from candor.config import ConfigError, Settings
+
+app = typer.Typer(help="Candor: a customer data platform that customers can trust.", no_args_is_help=True)
+sources_app = typer.Typer(help="Sources (where events come from) and their write keys.", no_args_is_help=True)
+tokens_app = typer.Typer(help="Staff API tokens and their roles.", no_args_is_help=True)
+db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
+app.add_typer(sources_app, name="sources")
+app.add_typer(tokens_app, name="tokens")
+app.add_typer(db_app, name="db")
+
+console = Console()
+err = Console(stderr=True)
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Data directory (env CANDOR_DATA_DIR, default ./candor-data)"),
+]
+DbUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url", help="SQLAlchemy URL (env CANDOR_DATABASE_URL, default SQLite in the data dir)"
+    ),
+]
+
+
+class _State:
+    data_dir: Path | None = None
+    database_url: str | None = None
+
+
+state = _State()
+
+
+@app.callback()
+def main_options(
+    data_dir: DataDir = None,
+    database_url: DbUrl = None,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit")] = False,
+) -> None:
+    if version:
+        console.print(f"candor {__version__}")
+        raise typer.Exit()
+    state.data_dir = data_dir
+    state.database_url = database_url
+
+
+def settings(**overrides: Any) -> Settings:
+    try:
+        return Settings.from_env(data_dir=state.data_dir, database_url=state.database_url, **overrides)
+    except ConfigError as exc:
+        err.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def runtime(**overrides: Any) -> Any:
+    from candor.app import Runtime
+    from candor.store.engine import StoreUnavailable
+    from candor.vault import VaultError
+
+    try:
+        return Runtime(settings(**overrides))
+    except (StoreUnavailable, VaultError, ConfigError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+# -- serve ---------------------------------------------------------------------------------------
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on (env CANDOR_HOST)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (env CANDOR_PORT)")] = None,
+    workers: Annotated[int, typer.Option(help="Worker processes (PostgreSQL only for more than one)")] = 1,
+) -> None:
+    """Serve the API and the web pages."""
+    import uvicorn
+
+    s = settings(host=host, port=port)
+    _setup_logging(s.log_level)
+    if workers > 1 and s.is_sqlite:
+        err.print("[red]error:[/red] --workers > 1 needs PostgreSQL (set CANDOR_DATABASE_URL)")
+        raise typer.Exit(2)
+    rt = runtime(host=host, port=port)  # migrates and creates keys once, before workers start
+    rt.close()
+    os.environ["CANDOR_DATA_DIR"] = str(s.data_dir)
+    if s.database_url:
+        os.environ["CANDOR_DATABASE_URL"] = s.database_url
+    err.print(f"Candor {__version__} on http://{s.host}:{s.port} (data: {s.data_dir})")
+    uvicorn.run(
+        "candor.app:create_app",
+        factory=True,
+        host=s.host,
+        port=s.port,
+        workers=workers,
+        access_log=False,
+        log_level=s.log_level.lower(),
+        timeout_graceful_shutdown=10,
+    )
+
+
+# -- demo ----------------------------------------------------------------------------------------
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+@app.command()
+def demo(
+    customers: Annotated[int, typer.Option(min=1, max=1_000_000, help="Customers to generate")] = 500,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same data)")] = 7,
+    host: Annotated[str | None, typer.Option(help="Address to serve on")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to serve on")] = None,
+    serve_after: Annotated[
+        bool, typer.Option("--serve/--no-serve", help="Keep serving after seeding")
+    ] = True,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar")] = True,
+) -> None:
+    """Seed a demo retailer of books and music through the public API, then serve it."""
+    import uvicorn
+
+    from candor import demo as demo_mod
+    from candor.app import create_app
+
+    s = settings(host=host, port=port)
+    _setup_logging("warning")
+    if not _port_free(s.host, s.port):
+        err.print(
+            f"[red]error:[/red] port {s.port} on {s.host} is in use; pass --port or stop the other server"
+        )
+        raise typer.Exit(2)
+    rt = runtime(host=host, port=port)
+    keys: dict[str, str] = {}
+    existing = {src["name"] for src in rt.directory.list_sources()}
+    for name in demo_mod.SOURCES:
+        src_name = f"demo-{name}"
+        keys[name] = (
+            rt.directory.reset_write_key(src_name)
+            if src_name in existing
+            else rt.directory.create_source(src_name)
+        )
+    token = rt.directory.create_token("demo owner", "owner", ttl_days=30)
+
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(runtime=rt), host=s.host, port=s.port, log_level="warning", access_log=False
+        )
+    )
+    thread = threading.Thread(target=server.run, name="candor-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            err.print("[red]error:[/red] the server did not start")
+            raise typer.Exit(1)
+        time.sleep(0.05)
+    base = f"http://{s.host}:{s.port}"
+    try:
+        data = demo_mod.generate(customers, seed)
+        report = demo_mod.send(data, base, keys, progress=progress)
+    except Exception as exc:  # noqa: BLE001 - stop the server, then explain
+        server.should_exit = True
+        thread.join(10)
+        err.print(f"[red]demo failed:[/red] {exc}")
+        raise typer.Exit(1) from None
+    console.print(
+        f"Seeded {customers} customers: {report.total_events} events in {report.requests} requests."
+    )
+    console.print(f"Admin API token (owner, 30 days): [bold]{token}[/bold]")
+    console.print(f"Write key of demo-web: [bold]{keys['web']}[/bold]")
+    console.print(f"Try: curl -H 'Authorization: Bearer {token}' {base}/v1/stats")
+    if not serve_after:
+        server.should_exit = True
+        thread.join(15)
+        rt.close()
+        return
+    console.print(f"Serving on {base} (Ctrl-C to stop)")
+    try:
+        while thread.is_alive():
+            thread.join(0.5)
+    except KeyboardInterrupt:
+        server.should_exit = True
+        thread.join(15)
+    rt.close()
+
+
+# -- sources and tokens --------------------------------------------------------------------------
+@sources_app.command("create")
+def sources_create(
+    name: str,
+    strict: Annotated[
+        bool, typer.Option(help="Answer 400 with every error instead of Segment's 200")
+    ] = False,
+    personal: Annotated[str, typer.Option(help="Comma-separated property names to treat as personal")] = "",
+) -> None:
+    """Create a source and print its write key (shown once; stored hashed)."""
+    rt = runtime()
+    try:
+        key = rt.directory.create_source(
+            name, strict=strict, personal=[p.strip() for p in personal.split(",") if p.strip()]
+        )
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    finally:
+        rt.close()
+    print(key)
+
+
+@sources_app.command("list")
+def sources_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List sources (never their keys)."""
+    rt = runtime()
+    rows = rt.directory.list_sources()
+    rt.close()
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table("id", "name", "strict", "personal properties")
+    for r in rows:
+        table.add_row(
+            str(r["id"]), r["name"], "yes" if r["strict"] else "no", ", ".join(r["personal_properties"])
+        )
+    console.print(table)
+
+
+@tokens_app.command("create")
+def tokens_create(
+    role: Annotated[str, typer.Option(help="owner, privacy_officer, marketer, analyst or support")],
+    name: Annotated[str, typer.Option(help="Who or what the token is for")] = "cli",
+    ttl_days: Annotated[float | None, typer.Option(help="Expire after this many days")] = None,
+) -> None:
+    """Create a staff API token and print it (shown once; stored hashed)."""
+    rt = runtime()
+    try:
+        token = rt.directory.create_token(name, role, ttl_days)
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    finally:
+        rt.close()
+    print(token)
+
+
+@tokens_app.command("list")
+def tokens_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List tokens (never the secrets)."""
+    rt = runtime()
+    rows = rt.directory.list_tokens()
+    rt.close()
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table("id", "name", "role", "created", "expires", "revoked")
+    fmt = lambda ms: time.strftime("%Y-%m-%d %H:%M", time.gmtime(ms / 1000)) if ms else "-"  # noqa: E731
+    for r in rows:
+        table.add_row(
+            str(r["id"]),
+            r["name"],
+            r["role"],
+            fmt(r["created_ms"]),
+            fmt(r["expires_ms"]),
+            fmt(r["revoked_ms"]),
+        )
+    console.print(table)
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(token_id: int) -> None:
+    """Revoke a token by id; it stops working within seconds."""
+    rt = runtime()
+    ok = rt.directory.revoke_token(token_id)
+    rt.close()
+    if not ok:
+        err.print(f"[red]error:[/red] no active token with id {token_id}")
+        raise typer.Exit(1)
+    console.print(f"token {token_id} revoked")
+
+
+# -- stats and db --------------------------------------------------------------------------------
+@app.command()
+def stats(as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False) -> None:
+    """Accepted, duplicate and rejected events per source and type."""
+    from candor.stats import collect_stats
+
+    rt = runtime()
+    data = collect_stats(rt.store)
+    rt.close()
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return
+    table = Table("source", "type", "accepted", "duplicate", "rejected")
+    for src in data["sources"]:
+        types = sorted(set(src["accepted"]) | set(src["duplicate"]) | set(src["rejected"]))
+        for t in types:
+            table.add_row(
+                src["source"], t, *(str(src[o].get(t, 0)) for o in ("accepted", "duplicate", "rejected"))
+            )
+    console.print(table)
+    tot = data["total"]
+    console.print(
+        f"total: {tot['accepted']} accepted, {tot['duplicate']} duplicate, {tot['rejected']} rejected"
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply schema migrations (also done automatically on start)."""
+    from candor.store import Store
+    from candor.store.engine import StoreUnavailable
+
+    store = Store(settings())
+    try:
+        store.upgrade()
+        console.print(f"schema at revision {store.current_revision()}")
+    except StoreUnavailable as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    finally:
+        store.dispose()
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,154 @@
+"""Settings, read from the environment (``CANDOR_*``) and overridable by CLI flags.
+
+Every setting is documented in docs/configuration.md; a test fails when one is not.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import secrets
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+MASTER_KEY_FILE = "master.key"
+
+
+class ConfigError(ValueError):
+    """A setting has a value Candor cannot use; the message names the setting and the fix."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Runtime configuration. Field metadata ``env`` names the environment variable."""
+
+    data_dir: Path = field(default=Path("./candor-data"), metadata={"env": "CANDOR_DATA_DIR"})
+    database_url: str = field(default="", metadata={"env": "CANDOR_DATABASE_URL"})
+    master_key: str = field(default="", metadata={"env": "CANDOR_MASTER_KEY", "secret": True})
+    host: str = field(default="127.0.0.1", metadata={"env": "CANDOR_HOST"})
+    port: int = field(default=8000, metadata={"env": "CANDOR_PORT"})
+    default_phone_region: str = field(default="US", metadata={"env": "CANDOR_DEFAULT_PHONE_REGION"})
+    max_batch_bytes: int = field(default=500 * 1024, metadata={"env": "CANDOR_MAX_BATCH_BYTES"})
+    max_event_bytes: int = field(default=32 * 1024, metadata={"env": "CANDOR_MAX_EVENT_BYTES"})
+    max_batch_events: int = field(default=2500, metadata={"env": "CANDOR_MAX_BATCH_EVENTS"})
+    max_json_depth: int = field(default=32, metadata={"env": "CANDOR_MAX_JSON_DEPTH"})
+    log_level: str = field(default="info", metadata={"env": "CANDOR_LOG_LEVEL"})
+    sqlite_synchronous: str = field(default="FULL", metadata={"env": "CANDOR_SQLITE_SYNCHRONOUS"})
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``env`` (default ``os.environ``), then apply non-None ``overrides``."""
+        source = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            name = f.metadata["env"]
+            if name in source and source[name] != "":
+                raw = source[name]
+                try:
+                    if f.type in ("int", int):
+                        values[f.name] = int(raw)
+                    elif f.type in ("Path", Path):
+                        values[f.name] = Path(raw)
+                    else:
+                        values[f.name] = raw
+                except ValueError as exc:
+                    raise ConfigError(f"{name}={raw!r} is not a whole number") from exc
+        for key, value in overrides.items():
+            if value is not None:
+                values[key] = Path(value) if key == "data_dir" else value
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+    def validate(self) -> None:
+        if self.sqlite_synchronous.upper() not in {"FULL", "EXTRA", "NORMAL"}:
+            raise ConfigError(
+                "CANDOR_SQLITE_SYNCHRONOUS must be FULL, EXTRA or NORMAL; OFF would break the promise "
+                "that an acknowledged event is committed"
+            )
+        if not 1 <= self.max_json_depth <= 256:
+            raise ConfigError("CANDOR_MAX_JSON_DEPTH must be between 1 and 256")
+        url = self.database_url
+        if url and not (url.startswith("sqlite") or url.startswith("postgresql")):
+            raise ConfigError(
+                f"CANDOR_DATABASE_URL must start with sqlite:/// or postgresql+psycopg://, got scheme "
+                f"{url.split(':', 1)[0]!r}"
+            )
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            url = self.database_url
+            if url.startswith("postgresql://") or url.startswith("postgres://"):
+                url = "postgresql+psycopg://" + url.split("://", 1)[1]
+            return url
+        return f"sqlite:///{(self.data_dir / 'candor.db').resolve()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+    def ensure_data_dir(self) -> Path:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.data_dir, 0o700)
+        return self.data_dir
+
+    def load_master_key(self, create: bool = True) -> bytes:
+        """The 32-byte master key: from CANDOR_MASTER_KEY, or the key file in the data dir.
+
+        The key file is created on first start with mode 0600. The key is never logged.
+        """
+        if self.master_key:
+            return decode_key(self.master_key, "CANDOR_MASTER_KEY")
+        path = self.data_dir / MASTER_KEY_FILE
+        if path.exists():
+            mode = path.stat().st_mode & 0o777
+            if mode & 0o077:
+                raise ConfigError(f"{path} is readable by other users (mode {mode:o}); run: chmod 600 {path}")
+            return decode_key(path.read_text().strip(), str(path))
+        if not create:
+            raise ConfigError(f"no master key: set CANDOR_MASTER_KEY or create {path}")
+        self.ensure_data_dir()
+        key = secrets.token_bytes(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(base64.urlsafe_b64encode(key).decode() + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        return key
+
+
+def decode_key(text: str, where: str) -> bytes:
+    """Decode a 32-byte key given as 64 hex digits or base64 (standard or URL-safe)."""
+    text = text.strip()
+    raw: bytes | None = None
+    if len(text) == 64:
+        try:
+            raw = bytes.fromhex(text)
+        except ValueError:
+            raw = None
+    if raw is None:
+        try:
+            raw = base64.urlsafe_b64decode(text.replace("+", "-").replace("/", "_") + "=" * (-len(text) % 4))
+        except (binascii.Error, ValueError):
+            raw = None
+    if raw is None or len(raw) != 32:
+        raise ConfigError(
+            f"{where} must hold a 32-byte key as 64 hex digits or base64; "
+            "generate one with: python -c 'import secrets;print(secrets.token_hex(32))'"
+        )
+    return raw
+
+
+def settings_table() -> list[tuple[str, str, str]]:
+    """(environment variable, field, default) for every setting: used by docs and their test."""
+    out = []
+    for f in fields(Settings):
+        default = "" if f.metadata.get("secret") else str(f.default)
+        out.append((f.metadata["env"], f.name, default))
+    return out

@@ -1,0 +1,406 @@
+"""The writer: turns validated messages into durable rows, with group commit.
+
+Request handlers validate and pseudonymise in the event loop, then hand their messages to one
+writer thread and wait. The writer takes everything that is queued, resolves subjects, seals the
+personal part of every event under its subject's data key, inserts the rows in one transaction and
+commits. Only then are the waiting requests answered: a 2xx always means committed, and many
+concurrent requests share one fsync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import and_, select, tuple_
+
+from candor import metrics
+from candor.events import Message, Rejection
+from candor.store import Store, now_ms
+from candor.store.schema import data_keys, event_counts, events, identifiers, identity_edges, rejected_events
+from candor.store.schema import subjects as subjects_t
+from candor.vault import Vault
+
+log = logging.getLogger("candor.ingest")
+
+MAX_GROUP_EVENTS = 10_000
+CHUNK = 500
+_STOP = object()
+
+
+@dataclass
+class WriteResult:
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+
+
+@dataclass
+class Work:
+    source_id: int
+    messages: list[Message]
+    rejections: list[Rejection]
+    received_ms: int
+    result: WriteResult = field(default_factory=WriteResult)
+
+
+def day_of(ms: int) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(ms / 1000))
+
+
+class Ingestor:
+    """One writer thread per process; ``submit`` returns once the work is committed."""
+
+    def __init__(self, store: Store, vault: Vault, id_cache_size: int = 500_000) -> None:
+        self.store = store
+        self.vault = vault
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._ids: dict[tuple[str, str], str] = {}
+        self._edges: set[tuple[str, str, str, str]] = set()
+        self._id_cache_size = id_cache_size
+        self._lock = threading.Lock()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="candor-writer", daemon=True)
+                self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        with self._lock:
+            thread = self._thread
+            self._thread = None
+        if thread is not None and thread.is_alive():
+            self._queue.put(_STOP)
+            thread.join(timeout)
+
+    def forget_subject(self, subject_id: str) -> None:
+        """Drop cached identifier mappings of a subject (after erasure, split or rotation)."""
+        with self._lock:
+            for key in [k for k, v in self._ids.items() if v == subject_id]:
+                del self._ids[key]
+            self._edges.clear()
+
+    # -- submission ----------------------------------------------------------------------------
+    async def submit(self, work: Work) -> WriteResult:
+        self.start()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[WriteResult] = loop.create_future()
+        self._queue.put((work, loop, fut))
+        return await fut
+
+    def submit_sync(self, work: Work, timeout: float = 60.0) -> WriteResult:
+        self.start()
+        fut: concurrent.futures.Future[WriteResult] = concurrent.futures.Future()
+        self._queue.put((work, None, fut))
+        return fut.result(timeout)
+
+    # -- the writer thread ---------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            group = [first]
+            n = len(first[0].messages) + len(first[0].rejections)
+            stop_after = False
+            while n < MAX_GROUP_EVENTS:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stop_after = True
+                    break
+                group.append(nxt)
+                n += len(nxt[0].messages) + len(nxt[0].rejections)
+            self._write_group(group)
+            if stop_after:
+                return
+
+    def _write_group(self, group: list[Any]) -> None:
+        started = time.perf_counter()
+        try:
+            self._write([g[0] for g in group])
+        except Exception as exc:  # noqa: BLE001 - isolate the failing request, answer the others
+            if len(group) > 1:
+                for g in group:
+                    self._write_group([g])
+                return
+            log.warning("write failed: %s", type(exc).__name__)
+            _resolve(group[0], exc=exc)
+            return
+        metrics.commit_seconds.observe(time.perf_counter() - started)
+        metrics.commit_group_events.observe(sum(len(g[0].messages) for g in group))
+        for g in group:
+            _resolve(g, result=g[0].result)
+
+    def _write(self, works: list[Work]) -> None:
+        store, vault = self.store, self.vault
+        for w in works:
+            w.result = WriteResult()
+        with store.write() as conn:
+            # 1. duplicates: messageIds already stored for the source, or repeated within this group
+            fresh: list[tuple[Work, Message]] = []
+            by_source: dict[int, list[str]] = defaultdict(list)
+            for w in works:
+                for m in w.messages:
+                    by_source[w.source_id].append(m.message_id)
+            existing: set[tuple[int, str]] = set()
+            for source_id, mids in by_source.items():
+                for i in range(0, len(mids), CHUNK):
+                    chunk = mids[i : i + CHUNK]
+                    for (mid,) in conn.execute(
+                        select(events.c.message_id).where(
+                            and_(events.c.source_id == source_id, events.c.message_id.in_(chunk))
+                        )
+                    ):
+                        existing.add((source_id, mid))
+            counts: dict[tuple[int, str, str, str], int] = defaultdict(int)
+            for w in works:
+                day = day_of(w.received_ms)
+                for m in w.messages:
+                    key = (w.source_id, m.message_id)
+                    if key in existing:
+                        w.result.duplicates += 1
+                        counts[(w.source_id, m.type, "duplicate", day)] += 1
+                    else:
+                        existing.add(key)
+                        fresh.append((w, m))
+                        w.result.accepted += 1
+                        counts[(w.source_id, m.type, "accepted", day)] += 1
+                for r in w.rejections:
+                    w.result.rejected += 1
+                    counts[(w.source_id, r.type or "unknown", "rejected", day)] += 1
+
+            # 2. subjects: look up every identifier not in the cache
+            known: dict[tuple[str, str], str] = {}
+            wanted: dict[str, set[str]] = defaultdict(set)
+            cache = self._ids
+            for _, m in fresh:
+                for ident in m.identifiers:
+                    sid = cache.get(ident)
+                    if sid is None:
+                        wanted[ident[0]].add(ident[1])
+                    else:
+                        known[ident] = sid
+                if m.previous_pids:
+                    for ident in (("user_id", m.previous_pids[0]), ("anonymous_id", m.previous_pids[1])):
+                        sid = cache.get(ident)
+                        if sid is None:
+                            wanted[ident[0]].add(ident[1])
+                        else:
+                            known[ident] = sid
+            for id_type, pids in wanted.items():
+                plist = list(pids)
+                for i in range(0, len(plist), CHUNK):
+                    for pid, sid in conn.execute(
+                        select(identifiers.c.pseudonym, identifiers.c.subject_id).where(
+                            and_(
+                                identifiers.c.id_type == id_type,
+                                identifiers.c.pseudonym.in_(plist[i : i + CHUNK]),
+                            )
+                        )
+                    ):
+                        known[(id_type, pid)] = sid
+
+            # 3. assign each event to a subject; new identifiers join the event's subject
+            new_subject_count = 0
+            assigned: list[str] = []
+            new_ids: dict[tuple[str, str], str] = {}
+            new_edges: dict[tuple[str, str, str, str, str], tuple[Work, Message, str]] = {}
+            for w, m in fresh:
+                sid = None
+                for ident in m.identifiers:
+                    if ident[0] in ("user_id", "anonymous_id"):
+                        sid = known.get(ident)
+                        if sid is not None:
+                            break
+                all_ids = list(m.identifiers)
+                if m.previous_pids:
+                    prev = ("user_id", m.previous_pids[0])
+                    if prev not in known:
+                        prev = ("anonymous_id", m.previous_pids[1])
+                    if sid is None:
+                        sid = known.get(prev)
+                    all_ids.append(prev)
+                if sid is None:
+                    sid = f"new:{new_subject_count}"
+                    new_subject_count += 1
+                for ident in all_ids:
+                    if ident not in known:
+                        known[ident] = sid
+                        new_ids[ident] = sid
+                assigned.append(sid)
+                rule = "alias" if m.type == "alias" else m.type
+                primary = all_ids[0]
+                for other in all_ids[1:]:
+                    edge = (primary[0], primary[1], other[0], other[1], rule)
+                    if edge[:4] not in self._edges and edge not in new_edges:
+                        new_edges[edge] = (w, m, sid)
+
+            # 4. create new subjects with their data keys
+            resolved: dict[str, str] = {}
+            new_keys: dict[str, bytes] = {}
+            if new_subject_count:
+                subj_rows, key_rows, ids = vault.new_subject_rows(new_subject_count)
+                for i, sid in enumerate(ids):
+                    resolved[f"new:{i}"] = sid
+                    new_keys[sid] = key_rows[i].pop("_key")
+                for i in range(0, len(subj_rows), CHUNK):
+                    conn.execute(subjects_t.insert(), subj_rows[i : i + CHUNK])
+                    conn.execute(data_keys.insert(), key_rows[i : i + CHUNK])
+
+            def real(sid: str) -> str:
+                return resolved.get(sid, sid)
+
+            # 5. identifiers, with a re-read of any that a concurrent writer claimed first
+            if new_ids:
+                rows = [
+                    {
+                        "id_type": t,
+                        "pseudonym": p,
+                        "hmac_version": vault.hmac_version,
+                        "subject_id": real(sid),
+                        "first_seen_ms": now_ms(),
+                    }
+                    for (t, p), sid in new_ids.items()
+                ]
+                conn.execute(store.insert_ignore(identifiers), rows)
+                if not store.is_sqlite:
+                    keys = list(new_ids)
+                    for i in range(0, len(keys), CHUNK):
+                        for t, p, sid in conn.execute(
+                            select(
+                                identifiers.c.id_type, identifiers.c.pseudonym, identifiers.c.subject_id
+                            ).where(
+                                tuple_(identifiers.c.id_type, identifiers.c.pseudonym).in_(
+                                    keys[i : i + CHUNK]
+                                )
+                            )
+                        ):
+                            if real(new_ids[(t, p)]) != sid:
+                                resolved[new_ids[(t, p)]] = sid
+
+            # 6. seal and insert the events
+            final = [real(s) for s in assigned]
+            aeads: dict[str, AESGCM] = {sid: AESGCM(k) for sid, k in new_keys.items()}
+            need = [s for s in set(final) if s not in aeads]
+            aeads.update(vault.keys_for(need, conn))
+            seal = vault.seal_with
+            rows = []
+            for (w, m), sid in zip(fresh, final, strict=True):
+                rows.append(
+                    {
+                        "source_id": w.source_id,
+                        "message_id": m.message_id,
+                        "type": m.type,
+                        "event": m.event,
+                        "subject_id": sid,
+                        "user_pid": m.user_pid,
+                        "anon_pid": m.anon_pid,
+                        "ts_ms": m.ts_ms,
+                        "received_ms": m.received_ms,
+                        "properties": m.properties,
+                        "context": m.context,
+                        "sealed": seal(aeads[sid], m.sealed_doc, sid.encode()),
+                    }
+                )
+            if rows:
+                conn.execute(store.insert_ignore(events), rows)
+
+            # 7. identity edges (append-only log; first evidence of each pair is kept)
+            if new_edges:
+                ts = now_ms()
+                conn.execute(
+                    store.insert_ignore(identity_edges),
+                    [
+                        {
+                            "a_type": k[0],
+                            "a_pid": k[1],
+                            "b_type": k[2],
+                            "b_pid": k[3],
+                            "rule": k[4],
+                            "source_id": w.source_id,
+                            "message_id": m.message_id,
+                            "subject_id": real(sid),
+                            "created_ms": ts,
+                        }
+                        for k, (w, m, sid) in new_edges.items()
+                    ],
+                )
+
+            # 8. rejected records (reason and place, never the values) and counters
+            rej_rows = [
+                {
+                    "source_id": w.source_id,
+                    "received_ms": w.received_ms,
+                    "type": r.type,
+                    "message_id": r.message_id,
+                    "field": r.field,
+                    "reason": r.reason[:500],
+                }
+                for w in works
+                for r in w.rejections
+            ]
+            if rej_rows:
+                conn.execute(rejected_events.insert(), rej_rows)
+            if counts:
+                stmt = store.insert(event_counts)
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=["source_id", "type", "outcome", "day"],
+                    set_={"n": event_counts.c.n + stmt.excluded.n},
+                )
+                for (source_id, mtype, outcome, day), n in counts.items():
+                    conn.execute(
+                        stmt, {"source_id": source_id, "type": mtype, "outcome": outcome, "day": day, "n": n}
+                    )
+        # committed: only now may caches learn what the transaction wrote
+        for sid, data_key in new_keys.items():
+            if real(sid) == sid:
+                vault.remember(sid, data_key)
+        with self._lock:
+            if len(self._ids) > self._id_cache_size:
+                self._ids.clear()
+            for ident, sid in new_ids.items():
+                self._ids[ident] = real(sid)
+            for ident, sid in known.items():
+                self._ids.setdefault(ident, real(sid))
+            if len(self._edges) > self._id_cache_size:
+                self._edges.clear()
+            self._edges.update(k[:4] for k in new_edges)
+        for (_source, mtype, outcome, _day), n in counts.items():
+            metrics.events_total.labels(mtype, outcome).inc(n)
+
+
+def _resolve(item: Any, result: WriteResult | None = None, exc: BaseException | None = None) -> None:
+    _work, loop, fut = item
+    if loop is None:
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(result)
+        return
+
+    def _set() -> None:
+        if fut.cancelled():
+            return
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(result)
+
+    # a closed loop (shutdown) raises RuntimeError: nobody is waiting any more
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(_set)

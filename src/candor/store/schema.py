@@ -1,0 +1,173 @@
+"""The one schema Candor keeps, on SQLite and on PostgreSQL (SQLAlchemy Core).
+
+Personal data never sits in a column in plaintext: identifiers are HMAC pseudonyms (``*_pid``),
+personal values live in ``sealed`` columns encrypted under the subject's data key (see vault.py).
+Every table that holds data about a subject carries ``subject_id`` so that access export and erasure
+can find it; docs/privacy-model.md lists them, and a test checks that the list is complete.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+# Integer primary keys that are 64-bit on PostgreSQL and a rowid alias on SQLite.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+sources = Table(
+    "sources",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("write_key_hash", String(64), nullable=False, unique=True),
+    Column("strict", Boolean, nullable=False, default=False),
+    # JSON list of property names this source declares personal (encrypted, never in clear)
+    Column("personal_properties", Text, nullable=False, default="[]"),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("disabled_ms", BigInteger, nullable=True),
+)
+
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("role", String(40), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("expires_ms", BigInteger, nullable=True),
+    Column("revoked_ms", BigInteger, nullable=True),
+    Column("last_used_ms", BigInteger, nullable=True),
+)
+
+# Secret keys other than the master key (HMAC pseudonym keys, ...), each wrapped by the master key.
+keyring = Table(
+    "keyring",
+    metadata,
+    Column("kind", String(40), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("wrapped", LargeBinary, nullable=False),
+    Column("kek_id", String(32), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("retired_ms", BigInteger, nullable=True),
+)
+
+# A subject is the holder of one data key: deleting the key shreds every sealed value under it.
+subjects = Table(
+    "subjects",
+    metadata,
+    Column("subject_id", String(32), primary_key=True),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("state", String(20), nullable=False, default="active"),
+)
+
+data_keys = Table(
+    "data_keys",
+    metadata,
+    Column("subject_id", String(32), primary_key=True),
+    Column("wrapped", LargeBinary, nullable=False),
+    Column("kek_id", String(32), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+)
+
+identifiers = Table(
+    "identifiers",
+    metadata,
+    Column("id_type", String(40), primary_key=True),
+    Column("pseudonym", String(64), primary_key=True),
+    Column("hmac_version", Integer, nullable=False),
+    Column("subject_id", String(32), nullable=False, index=True),
+    Column("first_seen_ms", BigInteger, nullable=False),
+)
+
+identity_edges = Table(
+    "identity_edges",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("a_type", String(40), nullable=False),
+    Column("a_pid", String(64), nullable=False),
+    Column("b_type", String(40), nullable=False),
+    Column("b_pid", String(64), nullable=False),
+    Column("rule", String(40), nullable=False),
+    Column("source_id", Integer, nullable=True),
+    Column("message_id", String(200), nullable=True),
+    Column("score", Float, nullable=True),
+    Column("subject_id", String(32), nullable=True, index=True),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("removed_ms", BigInteger, nullable=True),
+    UniqueConstraint("a_type", "a_pid", "b_type", "b_pid", "rule", name="uq_identity_edges_pair"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("source_id", Integer, nullable=False),
+    Column("message_id", String(200), nullable=False),
+    Column("type", String(16), nullable=False),
+    Column("event", String(200), nullable=True),
+    Column("subject_id", String(32), nullable=False),
+    Column("user_pid", String(64), nullable=True),
+    Column("anon_pid", String(64), nullable=True),
+    Column("ts_ms", BigInteger, nullable=False),
+    Column("received_ms", BigInteger, nullable=False),
+    Column("properties", Text, nullable=False),
+    Column("context", Text, nullable=False),
+    Column("sealed", LargeBinary, nullable=False),
+    UniqueConstraint("source_id", "message_id", name="uq_events_source_message"),
+    Index("ix_events_subject_ts", "subject_id", "ts_ms"),
+    Index("ix_events_ts", "ts_ms"),
+)
+
+# Rejected input is kept (reason, where, when) but never its personal values.
+rejected_events = Table(
+    "rejected_events",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("source_id", Integer, nullable=True),
+    Column("received_ms", BigInteger, nullable=False, index=True),
+    Column("type", String(16), nullable=True),
+    Column("message_id", String(200), nullable=True),
+    Column("field", String(200), nullable=True),
+    Column("reason", String(500), nullable=False),
+)
+
+event_counts = Table(
+    "event_counts",
+    metadata,
+    Column("source_id", Integer, primary_key=True),
+    Column("type", String(16), primary_key=True),
+    Column("outcome", String(16), primary_key=True),
+    Column("day", String(10), primary_key=True),
+    Column("n", BigInteger, nullable=False),
+)
+
+# Tables holding data about one subject, and the column that names the subject.
+# Access export and erasure walk this list; tests/test_privacy_tables.py keeps it complete.
+SUBJECT_TABLES: dict[str, str] = {
+    "subjects": "subject_id",
+    "data_keys": "subject_id",
+    "identifiers": "subject_id",
+    "identity_edges": "subject_id",
+    "events": "subject_id",
+}
