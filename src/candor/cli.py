@@ -50,15 +50,21 @@ class _State:
 state = _State()
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(f"candor {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def main_options(
     data_dir: DataDir = None,
     database_url: DbUrl = None,
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit")] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", help="Print the version and exit", callback=_print_version, is_eager=True),
+    ] = False,
 ) -> None:
-    if version:
-        console.print(f"candor {__version__}")
-        raise typer.Exit()
     state.data_dir = data_dir
     state.database_url = database_url
 

@@ -95,11 +95,6 @@ class ErrorDetail(BaseModel):
     field: str | None = None
 
 
-class ErrorBody(BaseModel):
-    success: Literal[False]
-    error: ErrorDetail
-
-
 class EventError(BaseModel):
     index: int
     message: str
@@ -107,10 +102,10 @@ class EventError(BaseModel):
     messageId: str | None = None
 
 
-class StrictErrorBody(BaseModel):
+class ErrorBody(BaseModel):
     success: Literal[False]
     error: ErrorDetail
-    errors: list[EventError]
+    errors: list[EventError] | None = Field(None, description="One entry per rejected event (strict mode)")
 
 
 MODELS: dict[str, type[BaseModel]] = {
@@ -292,11 +287,6 @@ def _route(kind: str, summary: str) -> None:
 
     handler.__name__ = f"collect_{kind}"
     responses: dict[int | str, dict[str, Any]] = dict(_ERRORS)
-    if kind == "batch":
-        responses["400"] = {
-            "description": "Malformed input, or invalid events in strict mode",
-            "model": StrictErrorBody,
-        }
     router.add_api_route(
         f"/{'import' if kind == 'import' else kind}",
         handler,

@@ -1,0 +1,37 @@
+"""One schema on both databases: migrations reach exactly the declared metadata."""
+
+from __future__ import annotations
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from candor.config import Settings
+from candor.store import Store
+from candor.store.schema import metadata
+
+
+def test_migrations_match_schema_and_are_idempotent(settings: Settings) -> None:
+    store = Store(settings)
+    try:
+        store.upgrade()
+        store.upgrade()
+        assert store.current_revision() == store.head_revision()
+        with store.engine.connect() as conn:
+            diff = compare_metadata(MigrationContext.configure(conn), metadata)
+        assert diff == []
+    finally:
+        store.dispose()
+
+
+def test_sqlite_runs_in_wal_with_full_sync(tmp_path: object) -> None:
+    from pathlib import Path
+
+    store = Store(Settings.from_env(env={}, data_dir=Path(str(tmp_path))))
+    try:
+        store.upgrade()
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+            assert conn.exec_driver_sql("PRAGMA secure_delete").scalar() == 1
+    finally:
+        store.dispose()
