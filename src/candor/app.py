@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from candor import __version__, metrics
+from candor import __version__, audit, metrics
 from candor.auth import AuthError, Directory, Public, SourceInfo
 from candor.config import Settings
 from candor.events import DEFAULT_PERSONAL_PROPERTIES, Rejection, RequestError, Validator
@@ -41,6 +41,7 @@ class Runtime:
         self.vault = Vault(self.store, settings.load_master_key())
         self.directory = Directory(self.store)
         self.ingestor = Ingestor(self.store, self.vault)
+        self.checkpoints = audit.Checkpoints(self.store, self.vault, settings.data_dir)
         self._validators: dict[tuple[int, frozenset[str]], Validator] = {}
 
     def validator_for(self, source: SourceInfo) -> Validator:
@@ -67,6 +68,32 @@ class Runtime:
     def close(self) -> None:
         self.ingestor.stop()
         self.store.dispose()
+
+
+async def _checkpoint_every(rt: Runtime, seconds: int) -> None:
+    """Sign the audit chain head on a schedule, when it moved since the last checkpoint."""
+    if seconds <= 0:
+        return
+    last: int | None = None
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            head = await loop.run_in_executor(None, _head_seq, rt)
+            if head != last:
+                await loop.run_in_executor(None, rt.checkpoints.write)
+                last = head
+        except Exception as exc:  # noqa: BLE001 - retried at the next tick
+            log.warning("audit checkpoint failed: %s", type(exc).__name__)
+
+
+def _head_seq(rt: Runtime) -> int:
+    from sqlalchemy import select
+
+    from candor.store.schema import audit_head
+
+    with rt.store.engine.connect() as conn:
+        return int(conn.execute(select(audit_head.c.seq)).scalar() or 0)
 
 
 class Health(BaseModel):
@@ -113,7 +140,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         rt.ingestor.start()
+        ticker = asyncio.create_task(_checkpoint_every(rt, settings.audit_checkpoint_seconds))
         yield
+        ticker.cancel()
         await asyncio.get_running_loop().run_in_executor(None, rt.ingestor.stop)
         if runtime is None:
             rt.store.dispose()
@@ -130,11 +159,12 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     )
     app.state.candor = rt
 
-    from candor import collect, stats
+    from candor import audit_api, collect, stats
 
     app.include_router(ops)
     app.include_router(collect.router)
     app.include_router(stats.router)
+    app.include_router(audit_api.router)
 
     install_error_handlers(app)
     install_access_log(app)

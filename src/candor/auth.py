@@ -25,6 +25,7 @@ import orjson
 from fastapi import Request
 from sqlalchemy import select, update
 
+from candor import audit
 from candor.http import JSON, error
 from candor.store import Store, now_ms
 from candor.store.schema import sources, tokens
@@ -117,12 +118,17 @@ class Directory:
         self._lock = threading.Lock()
 
     # -- management (CLI and admin API) --------------------------------------------------------
-    def create_source(self, name: str, strict: bool = False, personal: list[str] | None = None) -> str:
+    def create_source(
+        self, name: str, strict: bool = False, personal: list[str] | None = None, actor: str = "cli"
+    ) -> str:
+        if not name or len(name) > 200:
+            raise ValueError("a source name must have 1 to 200 characters")
         key = new_write_key()
         with self.store.write() as conn:
             exists = conn.execute(select(sources.c.id).where(sources.c.name == name)).scalar()
             if exists is not None:
                 raise ValueError(f"a source named {name!r} already exists")
+            audit.record(conn, actor, "source.create", target=f"source:{name}", details={"strict": strict})
             conn.execute(
                 sources.insert(),
                 {
@@ -135,10 +141,11 @@ class Directory:
             )
         return key
 
-    def reset_write_key(self, name: str) -> str:
+    def reset_write_key(self, name: str, actor: str = "cli") -> str:
         """Give an existing source a new write key (the old one stops working at once)."""
         key = new_write_key()
         with self.store.write() as conn:
+            audit.record(conn, actor, "source.rotate_write_key", target=f"source:{name}")
             res = conn.execute(
                 update(sources).where(sources.c.name == name).values(write_key_hash=secret_hash(key))
             )
@@ -162,13 +169,16 @@ class Directory:
             for r in rows
         ]
 
-    def create_token(self, name: str, role: str, ttl_days: float | None = None) -> str:
+    def create_token(self, name: str, role: str, ttl_days: float | None = None, actor: str = "cli") -> str:
         if role not in ROLES:
             raise ValueError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
+        if ttl_days is not None and ttl_days <= 0:
+            raise ValueError("--ttl-days must be positive")
         token = new_api_token()
         created = now_ms()
         expires = created + int(ttl_days * 86_400_000) if ttl_days else None
         with self.store.write() as conn:
+            audit.record(conn, actor, "token.create", target=f"role:{role}", details={"name": name[:100]})
             conn.execute(
                 tokens.insert(),
                 {
@@ -200,13 +210,15 @@ class Directory:
             )
         return [dict(r) for r in rows]
 
-    def revoke_token(self, token_id: int) -> bool:
+    def revoke_token(self, token_id: int, actor: str = "cli") -> bool:
         with self.store.write() as conn:
             res = conn.execute(
                 update(tokens)
                 .where(tokens.c.id == token_id, tokens.c.revoked_ms.is_(None))
                 .values(revoked_ms=now_ms())
             )
+            if res.rowcount:
+                audit.record(conn, actor, "token.revoke", target=f"token:{token_id}")
         with self._lock:
             self._staff.clear()
         return bool(res.rowcount)

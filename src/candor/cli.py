@@ -23,9 +23,11 @@ app = typer.Typer(help="Candor: a customer data platform that customers can trus
 sources_app = typer.Typer(help="Sources (where events come from) and their write keys.", no_args_is_help=True)
 tokens_app = typer.Typer(help="Staff API tokens and their roles.", no_args_is_help=True)
 db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
+audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
 app.add_typer(sources_app, name="sources")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(db_app, name="db")
+app.add_typer(audit_app, name="audit")
 
 console = Console()
 err = Console(stderr=True)
@@ -351,6 +353,56 @@ def db_upgrade() -> None:
         raise typer.Exit(2) from None
     finally:
         store.dispose()
+
+
+# -- audit ---------------------------------------------------------------------------------------
+@audit_app.command("verify")
+def audit_verify(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Check the hash chain and signed checkpoints; exit 1 naming the first bad entry."""
+    from candor import audit
+
+    rt = runtime()
+    try:
+        result = audit.verify(rt.store, rt.checkpoints)
+    finally:
+        rt.close()
+    if as_json:
+        print(json.dumps(result.as_dict()))
+    elif result.ok:
+        console.print(
+            f"audit log intact: {result.entries} entries, {result.checkpoints_checked} signed checkpoints match"
+        )
+    else:
+        err.print(f"[red]audit log broken:[/red] {result.problem}")
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint() -> None:
+    """Sign the current head of the chain into the checkpoint file."""
+    rt = runtime()
+    try:
+        cp = rt.checkpoints.write()
+    finally:
+        rt.close()
+    console.print(f"checkpoint at entry {cp['seq']} written to {rt.checkpoints.path}")
+
+
+@audit_app.command("list")
+def audit_list(
+    after: Annotated[int, typer.Option(help="Start after this sequence number")] = 0,
+    limit: Annotated[int, typer.Option(min=1, max=100_000)] = 50,
+) -> None:
+    """Print audit entries as JSON lines."""
+    from candor import audit
+
+    rt = runtime()
+    try:
+        for entry in audit.entries(rt.store, after=after, limit=limit):
+            print(json.dumps(entry))
+    finally:
+        rt.close()
 
 
 def main() -> None:

@@ -36,6 +36,7 @@ class Settings:
     max_json_depth: int = field(default=32, metadata={"env": "CANDOR_MAX_JSON_DEPTH"})
     log_level: str = field(default="info", metadata={"env": "CANDOR_LOG_LEVEL"})
     sqlite_synchronous: str = field(default="FULL", metadata={"env": "CANDOR_SQLITE_SYNCHRONOUS"})
+    audit_checkpoint_seconds: int = field(default=3600, metadata={"env": "CANDOR_AUDIT_CHECKPOINT_SECONDS"})
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:

@@ -162,6 +162,31 @@ event_counts = Table(
     Column("n", BigInteger, nullable=False),
 )
 
+# Append-only, hash-chained log of every consent change, rights step, merge/split, export, key
+# operation and staff read of plaintext. Entries hold pseudonyms and ids, never personal values.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("seq", BigId, primary_key=True, autoincrement=False),
+    Column("ts_ms", BigInteger, nullable=False),
+    Column("actor", String(100), nullable=False),
+    Column("action", String(100), nullable=False, index=True),
+    Column("subject_id", String(32), nullable=True, index=True),
+    Column("target", String(200), nullable=True),
+    Column("details", Text, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+# The head of the audit chain: one row, locked by every append so the chain stays linear.
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
 # Tables holding data about one subject, and the column that names the subject.
 # Access export and erasure walk this list; tests/test_privacy_tables.py keeps it complete.
 SUBJECT_TABLES: dict[str, str] = {
