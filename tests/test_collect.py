@@ -138,9 +138,7 @@ async def test_context_ip_from_connection_only_when_direct(settings: Settings) -
         by_event = {r["event"]: r for r in rows(a.rt)}
         vault = a.rt.vault
         direct = orjson.loads(vault.open(by_event["direct"]["subject_id"], by_event["direct"]["sealed"]))
-        indirect = orjson.loads(
-            vault.open(by_event["indirect"]["subject_id"], by_event["indirect"]["sealed"])
-        )
+        indirect = orjson.loads(vault.open(by_event["indirect"]["subject_id"], by_event["indirect"]["sealed"]))
         assert direct["context"]["ip"] == "203.0.113.7"
         assert "ip" not in indirect.get("context", {})
         assert "ip" not in orjson.loads(by_event["direct"]["context"])  # never in clear
@@ -162,12 +160,8 @@ async def test_identifiers_pseudonymised_and_linked(settings: Settings) -> None:
         assert types == ["anonymous_id", "email", "phone", "user_id"]
         assert len({r["subject_id"] for r in ids}) == 1  # login after browsing joins the anonymous subject
         vault = a.rt.vault
-        assert {r["pseudonym"] for r in ids if r["id_type"] == "email"} == {
-            vault.pseudonym("email", "ann@example.com")
-        }
-        assert {r["pseudonym"] for r in ids if r["id_type"] == "phone"} == {
-            vault.pseudonym("phone", "+14155550134")
-        }
+        assert {r["pseudonym"] for r in ids if r["id_type"] == "email"} == {vault.pseudonym("email", "ann@example.com")}
+        assert {r["pseudonym"] for r in ids if r["id_type"] == "phone"} == {vault.pseudonym("phone", "+14155550134")}
         edges = rows(a.rt, identity_edges)
         assert {(e["a_type"], e["b_type"]) for e in edges} == {
             ("user_id", "anonymous_id"),
@@ -183,9 +177,7 @@ async def test_alias_links_previous_id(settings: Settings) -> None:
         await a.post("/v1/track", {"anonymousId": "old", "event": "E"})
         await a.post("/v1/alias", {"previousId": "old", "userId": "new"})
         edges = rows(a.rt, identity_edges)
-        assert [(e["a_type"], e["b_type"], e["rule"]) for e in edges] == [
-            ("user_id", "anonymous_id", "alias")
-        ]
+        assert [(e["a_type"], e["b_type"], e["rule"]) for e in edges] == [("user_id", "anonymous_id", "alias")]
         subjects = {r["subject_id"] for r in rows(a.rt)}
         assert len(subjects) == 1
 
@@ -290,10 +282,7 @@ async def test_limits(settings: Settings) -> None:
         assert r.status_code == 200 and r.headers["x-candor-rejected"] == "1"
         r = await a.post(
             "/v1/batch",
-            {
-                "batch": [{"type": "track", "userId": "u", "event": "E", "properties": {"b": "x" * 30_000}}]
-                * 18
-            },
+            {"batch": [{"type": "track", "userId": "u", "event": "E", "properties": {"b": "x" * 30_000}}] * 18},
         )
         assert r.status_code == 413
         many = {"batch": [{"type": "track", "userId": "u", "event": "E"}] * 2501}
@@ -349,10 +338,7 @@ async def test_malformed_bodies(settings: Settings, raw: bytes, code: str) -> No
 
 async def test_huge_integers_and_unknown_fields_are_kept(settings: Settings) -> None:
     async with api(settings) as a:
-        raw = (
-            b'{"userId": "u", "event": "E", "properties": {"n": 123456789012345678901234567890},'
-            b' "extra": {"x": 1}}'
-        )
+        raw = b'{"userId": "u", "event": "E", "properties": {"n": 123456789012345678901234567890}, "extra": {"x": 1}}'
         r = await a.client.post(
             "/v1/track", content=raw, headers={**basic(a.write_key), "Content-Type": "application/json"}
         )

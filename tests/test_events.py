@@ -47,13 +47,7 @@ json_values = st.recursive(
     lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4),
     max_leaves=20,
 )
-ids = (
-    st.none()
-    | st.text(max_size=12)
-    | st.integers()
-    | st.booleans()
-    | st.lists(st.text(max_size=3), max_size=2)
-)
+ids = st.none() | st.text(max_size=12) | st.integers() | st.booleans() | st.lists(st.text(max_size=3), max_size=2)
 messages = st.fixed_dictionaries(
     {},
     optional={
@@ -159,9 +153,7 @@ def test_numeric_user_ids_are_text() -> None:
     assert a.user_pid == b.user_pid
 
 
-@pytest.mark.parametrize(
-    "junk", ["null", "undefined", "0", "-1", "anonymous", "  ", "0000-0000", "[object Object]"]
-)
+@pytest.mark.parametrize("junk", ["null", "undefined", "0", "-1", "anonymous", "  ", "0000-0000", "[object Object]"])
 def test_junk_ids_do_not_identify(junk: str) -> None:
     out = check({"userId": junk, "event": "E"}, "track")
     assert isinstance(out, Rejection) and out.field == "userId"
@@ -172,9 +164,7 @@ def test_external_ids_become_identifiers() -> None:
         {
             "userId": "u",
             "event": "E",
-            "context": {
-                "externalIds": [{"id": "C-77", "type": "loyalty_card"}, {"id": "null", "type": "x"}, "junk"]
-            },
+            "context": {"externalIds": [{"id": "C-77", "type": "loyalty_card"}, {"id": "null", "type": "x"}, "junk"]},
         },
         "track",
     )

@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -24,6 +25,7 @@ from candor.config import Settings
 from candor.events import DEFAULT_PERSONAL_PROPERTIES, Rejection, RequestError, Validator
 from candor.http import JSON, error
 from candor.ingest import Ingestor, Work
+from candor.security import RateLimited, RateLimits, SecurityHeaders
 from candor.store import Store
 from candor.store.engine import StoreUnavailable
 from candor.vault import Vault
@@ -42,6 +44,7 @@ class Runtime:
         self.directory = Directory(self.store)
         self.ingestor = Ingestor(self.store, self.vault)
         self.checkpoints = audit.Checkpoints(self.store, self.vault, settings.data_dir)
+        self.limits = RateLimits(settings)
         self._validators: dict[tuple[int, frozenset[str]], Validator] = {}
 
     def validator_for(self, source: SourceInfo) -> Validator:
@@ -135,6 +138,10 @@ def prometheus_metrics() -> Response:
 
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
     settings = settings or (runtime.settings if runtime else Settings.from_env())
+    if not logging.getLogger().handlers:  # a worker process started by uvicorn: same scrubbed logs
+        from candor import logs
+
+        logs.configure(settings.log_level)
     rt = runtime or Runtime(settings)
 
     @asynccontextmanager
@@ -167,7 +174,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(audit_api.router)
 
     install_error_handlers(app)
-    install_access_log(app)
+    install_middleware(app, settings)
     install_openapi(app)
     return app
 
@@ -177,8 +184,23 @@ _json_error = error
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AuthError)
-    async def _auth(_: Request, exc: AuthError) -> Response:
+    async def _auth(request: Request, exc: AuthError) -> Response:
+        if exc.status == 401 and request.client:
+            # failed credentials count against the client address (brute force of keys and tokens)
+            try:
+                request.app.state.candor.limits.hit("auth_failure_ip", request.client.host)
+            except RateLimited as limited:
+                return error(
+                    429,
+                    "rate_limited",
+                    "too many failed attempts; retry later",
+                    {"Retry-After": str(limited.retry_after)},
+                )
         return exc.response()
+
+    @app.exception_handler(RateLimited)
+    async def _limited(_: Request, exc: RateLimited) -> Response:
+        return error(429, "rate_limited", "too many requests; retry later", {"Retry-After": str(exc.retry_after)})
 
     @app.exception_handler(RequestError)
     async def _request(_: Request, exc: RequestError) -> Response:
@@ -216,23 +238,72 @@ def install_error_handlers(app: FastAPI) -> None:
         return _json_error(500, "internal", "internal error; the event was not stored, retry later")
 
 
-def install_access_log(app: FastAPI) -> None:
-    access = logging.getLogger("candor.access")
+class AccessLog:
+    """ASGI middleware logging method, path (no query string), status and duration.
 
-    @app.middleware("http")
-    async def _log(request: Request, call_next: Any) -> Response:
+    Neither the query string nor the client address is logged: both can hold personal data.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.log = logging.getLogger("candor.access")
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not self.log.isEnabledFor(logging.INFO):
+            await self.app(scope, receive, send)
+            return
         started = time.perf_counter()
-        response: Response = await call_next(request)
-        if access.isEnabledFor(logging.INFO):
-            # No query string and no client address: both can hold personal data.
-            access.info(
-                "%s %s %d %.1fms",
-                request.method,
-                request.url.path,
-                response.status_code,
-                (time.perf_counter() - started) * 1000,
+        status = [500]
+
+        async def send_status(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            self.log.info(
+                "%s %s %d %.1fms", scope["method"], scope["path"], status[0], (time.perf_counter() - started) * 1000
             )
-        return response
+
+
+def install_middleware(app: FastAPI, settings: Settings) -> None:
+    from starlette.middleware.cors import CORSMiddleware
+
+    origins = settings.cors_origin_list
+    if origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "Content-Encoding", "Sec-GPC"],
+            max_age=600,
+        )
+    app.add_middleware(SecurityHeaders)
+    app.add_middleware(AccessLog)
+
+
+@dataclass(frozen=True)
+class RouteInfo:
+    path: str
+    methods: frozenset[str]
+    dependant: Any  # fastapi.dependencies.models.Dependant, or None for non-API routes
+
+
+def route_table(app: FastAPI) -> list[RouteInfo]:
+    """Every route the app serves, with included routers expanded (for the docs and authz tests)."""
+    from fastapi import routing
+
+    out = []
+    iterate = getattr(routing, "iter_route_contexts", None)
+    contexts: Any = iterate(app.routes) if iterate else app.routes
+    for ctx in contexts:
+        path = getattr(ctx, "path", None)
+        if path is None:
+            continue
+        out.append(RouteInfo(path, frozenset(getattr(ctx, "methods", None) or ()), getattr(ctx, "dependant", None)))
+    return out
 
 
 def install_openapi(app: FastAPI) -> None:
@@ -241,9 +312,7 @@ def install_openapi(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
             return app.openapi_schema
-        schema = get_openapi(
-            title=app.title, version=app.version, description=app.description, routes=app.routes
-        )
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         comps = schema.setdefault("components", {})
         schemas = comps.setdefault("schemas", {})
         for model in set(MODELS.values()):

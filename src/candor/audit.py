@@ -95,9 +95,7 @@ def append(store: Store, actor: str, action: str, **kw: Any) -> int:
         return record(conn, actor, action, **kw)
 
 
-def entries(
-    store: Store, *, after: int = 0, limit: int = 100, subject_id: str | None = None
-) -> list[dict[str, Any]]:
+def entries(store: Store, *, after: int = 0, limit: int = 100, subject_id: str | None = None) -> list[dict[str, Any]]:
     query = select(audit_log).where(audit_log.c.seq > after).order_by(audit_log.c.seq).limit(limit)
     if subject_id:
         query = query.where(audit_log.c.subject_id == subject_id)
@@ -197,9 +195,7 @@ class Checkpoints:
     def write(self) -> dict[str, Any]:
         """Sign the current chain head and append it to the checkpoint file (fsynced)."""
         with self.store.engine.connect() as conn:
-            head = conn.execute(
-                select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)
-            ).first()
+            head = conn.execute(select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)).first()
         seq, h = (head[0], head[1]) if head else (0, GENESIS)
         ts = now_ms()
         message = f"candor-audit:{seq}:{h}:{ts}".encode()
@@ -285,8 +281,6 @@ def verify(store: Store, checkpoints: Checkpoints | None = None) -> Verification
                     f"the log was truncated: a checkpoint covers entry {seq}, the log ends at {last}",
                 )
             if hashes_at.get(seq) != cp["hash"]:
-                return Verification(
-                    False, count, last, seq, f"entry {seq} differs from its signed checkpoint"
-                )
+                return Verification(False, count, last, seq, f"entry {seq} differs from its signed checkpoint")
             checked += 1
     return Verification(True, count, last, checkpoints_checked=checked)

@@ -27,6 +27,7 @@ from sqlalchemy import select, update
 
 from candor import audit
 from candor.http import JSON, error
+from candor.security import RateLimited
 from candor.store import Store, now_ms
 from candor.store.schema import sources, tokens
 from candor.vault import secret_hash
@@ -146,9 +147,7 @@ class Directory:
         key = new_write_key()
         with self.store.write() as conn:
             audit.record(conn, actor, "source.rotate_write_key", target=f"source:{name}")
-            res = conn.execute(
-                update(sources).where(sources.c.name == name).values(write_key_hash=secret_hash(key))
-            )
+            res = conn.execute(update(sources).where(sources.c.name == name).values(write_key_hash=secret_hash(key)))
         if not res.rowcount:
             raise ValueError(f"no source named {name!r}")
         with self._lock:
@@ -213,9 +212,7 @@ class Directory:
     def revoke_token(self, token_id: int, actor: str = "cli") -> bool:
         with self.store.write() as conn:
             res = conn.execute(
-                update(tokens)
-                .where(tokens.c.id == token_id, tokens.c.revoked_ms.is_(None))
-                .values(revoked_ms=now_ms())
+                update(tokens).where(tokens.c.id == token_id, tokens.c.revoked_ms.is_(None)).values(revoked_ms=now_ms())
             )
             if res.rowcount:
                 audit.record(conn, actor, "token.revoke", target=f"token:{token_id}")
@@ -232,9 +229,7 @@ class Directory:
             return hit[1]
         with self.store.engine.connect() as conn:
             row = (
-                conn.execute(
-                    select(sources).where(sources.c.write_key_hash == h, sources.c.disabled_ms.is_(None))
-                )
+                conn.execute(select(sources).where(sources.c.write_key_hash == h, sources.c.disabled_ms.is_(None)))
                 .mappings()
                 .first()
             )
@@ -322,7 +317,12 @@ class Require:
         self.scope = scope
 
     async def __call__(self, request: Request) -> Staff:
-        directory: Directory = request.app.state.candor.directory
+        rt = request.app.state.candor
+        directory: Directory = rt.directory
+        if request.client:
+            wait = rt.limits.exceeded("auth_failure_ip", request.client.host)
+            if wait is not None:
+                raise RateLimited("auth_failure_ip", wait)
         header = request.headers.get("authorization")
         token = bearer_token(header)
         if token is None:
@@ -330,9 +330,8 @@ class Require:
         staff = directory.staff_for_token(token)
         if staff is None:
             raise AuthError(401, "invalid_token", "the API token is unknown, expired or revoked")
+        rt.limits.hit("staff_token", str(staff.token_id))
         if not staff.can(self.scope):
-            raise AuthError(
-                403, "forbidden", f"this token's role ({staff.role}) lacks the scope {self.scope}"
-            )
+            raise AuthError(403, "forbidden", f"this token's role ({staff.role}) lacks the scope {self.scope}")
         request.state.staff = staff
         return staff

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import socket
 import sys
@@ -38,9 +37,7 @@ DataDir = Annotated[
 ]
 DbUrl = Annotated[
     str | None,
-    typer.Option(
-        "--database-url", help="SQLAlchemy URL (env CANDOR_DATABASE_URL, default SQLite in the data dir)"
-    ),
+    typer.Option("--database-url", help="SQLAlchemy URL (env CANDOR_DATABASE_URL, default SQLite in the data dir)"),
 ]
 
 
@@ -92,8 +89,9 @@ def runtime(**overrides: Any) -> Any:
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    from candor import logs
+
+    logs.configure(level)
 
 
 # -- serve ---------------------------------------------------------------------------------------
@@ -125,6 +123,7 @@ def serve(
         workers=workers,
         access_log=False,
         log_level=s.log_level.lower(),
+        log_config=None,
         timeout_graceful_shutdown=10,
     )
 
@@ -146,9 +145,7 @@ def demo(
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same data)")] = 7,
     host: Annotated[str | None, typer.Option(help="Address to serve on")] = None,
     port: Annotated[int | None, typer.Option(help="Port to serve on")] = None,
-    serve_after: Annotated[
-        bool, typer.Option("--serve/--no-serve", help="Keep serving after seeding")
-    ] = True,
+    serve_after: Annotated[bool, typer.Option("--serve/--no-serve", help="Keep serving after seeding")] = True,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar")] = True,
 ) -> None:
     """Seed a demo retailer of books and music through the public API, then serve it."""
@@ -160,9 +157,7 @@ def demo(
     s = settings(host=host, port=port)
     _setup_logging("warning")
     if not _port_free(s.host, s.port):
-        err.print(
-            f"[red]error:[/red] port {s.port} on {s.host} is in use; pass --port or stop the other server"
-        )
+        err.print(f"[red]error:[/red] port {s.port} on {s.host} is in use; pass --port or stop the other server")
         raise typer.Exit(2)
     rt = runtime(host=host, port=port)
     keys: dict[str, str] = {}
@@ -170,16 +165,12 @@ def demo(
     for name in demo_mod.SOURCES:
         src_name = f"demo-{name}"
         keys[name] = (
-            rt.directory.reset_write_key(src_name)
-            if src_name in existing
-            else rt.directory.create_source(src_name)
+            rt.directory.reset_write_key(src_name) if src_name in existing else rt.directory.create_source(src_name)
         )
     token = rt.directory.create_token("demo owner", "owner", ttl_days=30)
 
     server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(runtime=rt), host=s.host, port=s.port, log_level="warning", access_log=False
-        )
+        uvicorn.Config(create_app(runtime=rt), host=s.host, port=s.port, log_level="warning", access_log=False)
     )
     thread = threading.Thread(target=server.run, name="candor-server", daemon=True)
     thread.start()
@@ -198,9 +189,7 @@ def demo(
         thread.join(10)
         err.print(f"[red]demo failed:[/red] {exc}")
         raise typer.Exit(1) from None
-    console.print(
-        f"Seeded {customers} customers: {report.total_events} events in {report.requests} requests."
-    )
+    console.print(f"Seeded {customers} customers: {report.total_events} events in {report.requests} requests.")
     console.print(f"Admin API token (owner, 30 days): [bold]{token}[/bold]")
     console.print(f"Write key of demo-web: [bold]{keys['web']}[/bold]")
     console.print(f"Try: curl -H 'Authorization: Bearer {token}' {base}/v1/stats")
@@ -223,9 +212,7 @@ def demo(
 @sources_app.command("create")
 def sources_create(
     name: str,
-    strict: Annotated[
-        bool, typer.Option(help="Answer 400 with every error instead of Segment's 200")
-    ] = False,
+    strict: Annotated[bool, typer.Option(help="Answer 400 with every error instead of Segment's 200")] = False,
     personal: Annotated[str, typer.Option(help="Comma-separated property names to treat as personal")] = "",
 ) -> None:
     """Create a source and print its write key (shown once; stored hashed)."""
@@ -253,9 +240,7 @@ def sources_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> No
         return
     table = Table("id", "name", "strict", "personal properties")
     for r in rows:
-        table.add_row(
-            str(r["id"]), r["name"], "yes" if r["strict"] else "no", ", ".join(r["personal_properties"])
-        )
+        table.add_row(str(r["id"]), r["name"], "yes" if r["strict"] else "no", ", ".join(r["personal_properties"]))
     console.print(table)
 
 
@@ -328,14 +313,10 @@ def stats(as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = 
     for src in data["sources"]:
         types = sorted(set(src["accepted"]) | set(src["duplicate"]) | set(src["rejected"]))
         for t in types:
-            table.add_row(
-                src["source"], t, *(str(src[o].get(t, 0)) for o in ("accepted", "duplicate", "rejected"))
-            )
+            table.add_row(src["source"], t, *(str(src[o].get(t, 0)) for o in ("accepted", "duplicate", "rejected")))
     console.print(table)
     tot = data["total"]
-    console.print(
-        f"total: {tot['accepted']} accepted, {tot['duplicate']} duplicate, {tot['rejected']} rejected"
-    )
+    console.print(f"total: {tot['accepted']} accepted, {tot['duplicate']} duplicate, {tot['rejected']} rejected")
 
 
 @db_app.command("upgrade")

@@ -7,6 +7,7 @@ only after its events are committed (see ingest.py). Rejected events are kept as
 
 from __future__ import annotations
 
+import asyncio
 import zlib
 from typing import Any, Literal, NoReturn
 
@@ -18,6 +19,7 @@ from candor.auth import AuthError, SourceAuth, basic_username
 from candor.events import Message, RequestError, parse_body, parse_time
 from candor.http import JSON
 from candor.ingest import Work
+from candor.security import RateLimited
 from candor.store import now_ms
 
 router = APIRouter(prefix="/v1", tags=["collection"])
@@ -29,9 +31,7 @@ class _Base(BaseModel):
     model_config = ConfigDict(extra="allow")
     userId: ID | None = Field(None, description="Your id for the user; userId or anonymousId is required")
     anonymousId: ID | None = Field(None, description="A pseudo-unique id for an anonymous visitor")
-    messageId: str | None = Field(
-        None, max_length=200, description="Deduplication key; generated when absent"
-    )
+    messageId: str | None = Field(None, max_length=200, description="Deduplication key; generated when absent")
     timestamp: str | None = Field(None, description="ISO-8601 time the event happened (client clock)")
     originalTimestamp: str | None = None
     sentAt: str | None = Field(None, description="ISO-8601 time the client sent the event (skew correction)")
@@ -121,7 +121,10 @@ MODELS: dict[str, type[BaseModel]] = {
 _ERRORS: dict[int | str, dict[str, Any]] = {
     "400": {"description": "Malformed or invalid input", "model": ErrorBody},
     "401": {"description": "Missing or unknown write key", "model": ErrorBody},
+    "408": {"description": "The body was not received in time", "model": ErrorBody},
     "413": {"description": "Body larger than the limit", "model": ErrorBody},
+    "415": {"description": "Unsupported Content-Encoding", "model": ErrorBody},
+    "429": {"description": "Rate limit exceeded; see Retry-After", "model": ErrorBody},
     "503": {"description": "The store is unavailable; retry later", "model": ErrorBody},
 }
 
@@ -163,6 +166,13 @@ async def collect(request: Request, kind: str) -> JSONResponse:
     rt = request.app.state.candor
     settings = rt.settings
     received = now_ms()
+    client_ip = request.client.host if request.client else None
+    limits = rt.limits
+    if client_ip:
+        wait = limits.exceeded("auth_failure_ip", client_ip)
+        if wait is not None:
+            raise RateLimited("auth_failure_ip", wait)
+        limits.hit("collect_ip", client_ip)
     header_key = basic_username(request.headers.get("authorization"))
     source = None
     if header_key is not None:
@@ -171,8 +181,13 @@ async def collect(request: Request, kind: str) -> JSONResponse:
             raise AuthError(401, "invalid_write_key", "the write key is unknown or disabled")
     limit = settings.max_batch_bytes if kind == "batch" else settings.max_event_bytes
     try:
-        raw = await read_body(request, limit)
+        async with asyncio.timeout(settings.body_timeout_seconds):
+            raw = await read_body(request, limit)
         body = parse_body(raw, settings.max_json_depth)
+    except TimeoutError:
+        raise RequestError(
+            408, "body_timeout", f"the body took longer than {settings.body_timeout_seconds} s"
+        ) from None
     except RequestError as exc:
         if source is not None:
             await rt.record_rejection(source.id, received, kind, exc.message)
@@ -186,9 +201,9 @@ async def collect(request: Request, kind: str) -> JSONResponse:
         source = rt.directory.source_for_key(key)
         if source is None:
             raise AuthError(401, "invalid_write_key", "the write key is unknown or disabled")
+    limits.hit("collect_key", str(source.id))
     strict = source.strict or request.query_params.get("strict", "").lower() in ("1", "true", "yes")
     validator = rt.validator_for(source)
-    client_ip = request.client.host if request.client else None
 
     sent_raw = body.get("sentAt")
     try:
@@ -234,9 +249,7 @@ async def collect(request: Request, kind: str) -> JSONResponse:
                         item["context"] = {**shared_ctx, **own} if isinstance(own, dict) else dict(shared_ctx)
                     if isinstance(shared_int, dict):
                         own = item.get("integrations")
-                        item["integrations"] = (
-                            {**shared_int, **own} if isinstance(own, dict) else dict(shared_int)
-                        )
+                        item["integrations"] = {**shared_int, **own} if isinstance(own, dict) else dict(shared_int)
                 merged.append(item)
             items = merged
         type_ = None
@@ -248,9 +261,7 @@ async def collect(request: Request, kind: str) -> JSONResponse:
     rejections = []
     validate = validator.validate
     for i, item in enumerate(items):
-        out = validate(
-            item, type_=type_, received_ms=received, sent_at_ms=sent_at, client_ip=client_ip, index=i
-        )
+        out = validate(item, type_=type_, received_ms=received, sent_at_ms=sent_at, client_ip=client_ip, index=i)
         if isinstance(out, Message):
             messages.append(out)
         else:
@@ -264,9 +275,7 @@ async def collect(request: Request, kind: str) -> JSONResponse:
             "success": False,
             "error": {
                 "code": "invalid_event",
-                "message": first.reason
-                if kind != "batch"
-                else f"{len(rejections)} of {len(items)} events are invalid",
+                "message": first.reason if kind != "batch" else f"{len(rejections)} of {len(items)} events are invalid",
                 **({"field": first.field} if first.field else {}),
             },
         }
@@ -298,9 +307,7 @@ def _route(kind: str, summary: str) -> None:
         openapi_extra={
             "requestBody": {
                 "required": True,
-                "content": {
-                    "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
-                },
+                "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}},
             },
             "security": [{"writeKeyBasic": []}],
         },

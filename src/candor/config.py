@@ -36,6 +36,12 @@ class Settings:
     max_json_depth: int = field(default=32, metadata={"env": "CANDOR_MAX_JSON_DEPTH"})
     log_level: str = field(default="info", metadata={"env": "CANDOR_LOG_LEVEL"})
     sqlite_synchronous: str = field(default="FULL", metadata={"env": "CANDOR_SQLITE_SYNCHRONOUS"})
+    cors_origins: str = field(default="", metadata={"env": "CANDOR_CORS_ORIGINS"})
+    body_timeout_seconds: int = field(default=30, metadata={"env": "CANDOR_BODY_TIMEOUT_SECONDS"})
+    rate_collect_per_key: str = field(default="5000/second", metadata={"env": "CANDOR_RATE_COLLECT_PER_KEY"})
+    rate_collect_per_ip: str = field(default="5000/second", metadata={"env": "CANDOR_RATE_COLLECT_PER_IP"})
+    rate_staff_per_token: str = field(default="50/second", metadata={"env": "CANDOR_RATE_STAFF_PER_TOKEN"})
+    rate_auth_failures_per_ip: str = field(default="30/minute", metadata={"env": "CANDOR_RATE_AUTH_FAILURES_PER_IP"})
     audit_checkpoint_seconds: int = field(default=3600, metadata={"env": "CANDOR_AUDIT_CHECKPOINT_SECONDS"})
 
     @classmethod
@@ -74,6 +80,22 @@ class Settings:
             )
         if not 1 <= self.max_json_depth <= 256:
             raise ConfigError("CANDOR_MAX_JSON_DEPTH must be between 1 and 256")
+        from limits import parse
+
+        for name in (
+            "rate_collect_per_key",
+            "rate_collect_per_ip",
+            "rate_staff_per_token",
+            "rate_auth_failures_per_ip",
+        ):
+            value = getattr(self, name)
+            try:
+                parse(value)
+            except ValueError:
+                env = next(f.metadata["env"] for f in fields(self) if f.name == name)
+                raise ConfigError(f"{env}={value!r} is not a rate such as '100/second' or '30/minute'") from None
+        if self.body_timeout_seconds < 1:
+            raise ConfigError("CANDOR_BODY_TIMEOUT_SECONDS must be at least 1")
         url = self.database_url
         if url and not (url.startswith("sqlite") or url.startswith("postgresql")):
             raise ConfigError(
@@ -89,6 +111,10 @@ class Settings:
                 url = "postgresql+psycopg://" + url.split("://", 1)[1]
             return url
         return f"sqlite:///{(self.data_dir / 'candor.db').resolve()}"
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
 
     @property
     def is_sqlite(self) -> bool:

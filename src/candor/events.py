@@ -126,9 +126,7 @@ def parse_body(raw: bytes, max_depth: int) -> Any:
         if "UTF-8" in msg or "surrogate" in msg:
             raise RequestError(400, "invalid_utf8", f"the body is not valid UTF-8 JSON: {msg}") from None
         if "depth" in msg:
-            raise RequestError(
-                400, "too_deep", f"JSON nests deeper than {max_depth} levels; flatten it"
-            ) from None
+            raise RequestError(400, "too_deep", f"JSON nests deeper than {max_depth} levels; flatten it") from None
         raise RequestError(400, "malformed_json", f"the body is not valid JSON: {msg}") from None
     if not isinstance(data, dict):
         raise RequestError(400, "not_an_object", "the body must be a JSON object")

@@ -17,6 +17,4 @@ class JSON(JSONResponse):
 
 def error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSON:
     """The one error body every route uses: ``{"success": false, "error": {"code", "message"}}``."""
-    return JSON(
-        {"success": False, "error": {"code": code, "message": message}}, status_code=status, headers=headers
-    )
+    return JSON({"success": False, "error": {"code": code, "message": message}}, status_code=status, headers=headers)

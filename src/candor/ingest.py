@@ -282,12 +282,8 @@ class Ingestor:
                     keys = list(new_ids)
                     for i in range(0, len(keys), CHUNK):
                         for t, p, sid in conn.execute(
-                            select(
-                                identifiers.c.id_type, identifiers.c.pseudonym, identifiers.c.subject_id
-                            ).where(
-                                tuple_(identifiers.c.id_type, identifiers.c.pseudonym).in_(
-                                    keys[i : i + CHUNK]
-                                )
+                            select(identifiers.c.id_type, identifiers.c.pseudonym, identifiers.c.subject_id).where(
+                                tuple_(identifiers.c.id_type, identifiers.c.pseudonym).in_(keys[i : i + CHUNK])
                             )
                         ):
                             if real(new_ids[(t, p)]) != sid:
@@ -363,9 +359,7 @@ class Ingestor:
                     set_={"n": event_counts.c.n + stmt.excluded.n},
                 )
                 for (source_id, mtype, outcome, day), n in counts.items():
-                    conn.execute(
-                        stmt, {"source_id": source_id, "type": mtype, "outcome": outcome, "day": day, "n": n}
-                    )
+                    conn.execute(stmt, {"source_id": source_id, "type": mtype, "outcome": outcome, "day": day, "n": n})
         # committed: only now may caches learn what the transaction wrote
         for sid, data_key in new_keys.items():
             if real(sid) == sid:

@@ -91,9 +91,7 @@ def postal_address(value: object) -> str | None:
     repeated spaces removed. Accepts a string or a Segment address object."""
     if isinstance(value, dict):
         parts = [
-            value.get(k)
-            for k in ("street", "city", "postalCode", "state", "country")
-            if isinstance(value.get(k), str)
+            value.get(k) for k in ("street", "city", "postalCode", "state", "country") if isinstance(value.get(k), str)
         ]
         value = " ".join(str(p) for p in parts)
     if not isinstance(value, str):

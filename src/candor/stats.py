@@ -56,9 +56,7 @@ def collect_stats(store: Store) -> dict[str, Any]:
         entry["total"][outcome] += int(n)
         total[outcome] += int(n)
     for source_id, name in names.items():
-        per.setdefault(
-            source_id, {"source": name, **{o: {} for o in OUTCOMES}, "total": dict.fromkeys(OUTCOMES, 0)}
-        )
+        per.setdefault(source_id, {"source": name, **{o: {} for o in OUTCOMES}, "total": dict.fromkeys(OUTCOMES, 0)})
     return {"sources": [per[k] for k in sorted(per)], "total": total}
 
 

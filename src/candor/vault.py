@@ -84,9 +84,7 @@ class Vault:
     # -- HMAC pseudonyms -----------------------------------------------------------------------
     def _load_hmac_keys(self) -> None:
         with self.store.engine.connect() as conn:
-            rows = conn.execute(
-                select(keyring.c.version, keyring.c.wrapped).where(keyring.c.kind == "hmac")
-            ).all()
+            rows = conn.execute(select(keyring.c.version, keyring.c.wrapped).where(keyring.c.kind == "hmac")).all()
         if not rows:
             key = secrets.token_bytes(32)
             with self.store.write() as conn:
@@ -101,9 +99,7 @@ class Vault:
                     },
                 )
             with self.store.engine.connect() as conn:
-                rows = conn.execute(
-                    select(keyring.c.version, keyring.c.wrapped).where(keyring.c.kind == "hmac")
-                ).all()
+                rows = conn.execute(select(keyring.c.version, keyring.c.wrapped).where(keyring.c.kind == "hmac")).all()
         for version, wrapped in rows:
             self._hmac_keys[version] = self.unwrap(wrapped, f"keyring:hmac:{version}".encode())
         self.hmac_version = max(self._hmac_keys)

@@ -37,9 +37,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "events",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("source_id", sa.Integer(), nullable=False),
         sa.Column("message_id", sa.String(length=200), nullable=False),
         sa.Column("type", sa.String(length=16), nullable=False),
@@ -73,9 +71,7 @@ def upgrade() -> None:
 
     op.create_table(
         "identity_edges",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("a_type", sa.String(length=40), nullable=False),
         sa.Column("a_pid", sa.String(length=64), nullable=False),
         sa.Column("b_type", sa.String(length=40), nullable=False),
@@ -105,9 +101,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "rejected_events",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("source_id", sa.Integer(), nullable=True),
         sa.Column("received_ms", sa.BigInteger(), nullable=False),
         sa.Column("type", sa.String(length=16), nullable=True),

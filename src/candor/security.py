@@ -1,0 +1,94 @@
+"""Abuse limits and protective HTTP headers.
+
+Rate limits use the ``limits`` library (sliding-window counters, in process memory: each worker
+process counts on its own, so with N workers the effective limit is up to N times the setting).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from limits import RateLimitItem, parse
+from limits.storage import MemoryStorage
+from limits.strategies import SlidingWindowCounterRateLimiter
+
+from candor.config import Settings
+
+
+class RateLimited(Exception):
+    def __init__(self, what: str, retry_after: int) -> None:
+        super().__init__(what)
+        self.what = what
+        self.retry_after = max(1, retry_after)
+
+
+class RateLimits:
+    """Named limits, each keyed by a write key, a token id or a client address."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
+        self.limits: dict[str, RateLimitItem] = {
+            "collect_key": parse(settings.rate_collect_per_key),
+            "collect_ip": parse(settings.rate_collect_per_ip),
+            "staff_token": parse(settings.rate_staff_per_token),
+            "auth_failure_ip": parse(settings.rate_auth_failures_per_ip),
+        }
+
+    def hit(self, name: str, key: str) -> None:
+        """Count one use; raise RateLimited when the limit is exceeded."""
+        item = self.limits[name]
+        if not self._limiter.hit(item, name, key):
+            raise RateLimited(name, self._retry_after(item, name, key))
+
+    def exceeded(self, name: str, key: str) -> int | None:
+        """Seconds to wait if ``key`` is over the limit now (without counting a use), else None."""
+        item = self.limits[name]
+        if self._limiter.test(item, name, key):
+            return None
+        return self._retry_after(item, name, key)
+
+    def _retry_after(self, item: RateLimitItem, name: str, key: str) -> int:
+        import time
+
+        stats = self._limiter.get_window_stats(item, name, key)
+        return int(stats.reset_time - time.time()) + 1
+
+
+SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+    (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
+    (b"cross-origin-resource-policy", b"same-origin"),
+]
+# The interactive API docs load their script and styles from the page itself and a CDN-free bundle is
+# not shipped by FastAPI, so /docs gets a policy that allows them.
+DOCS_CSP = (
+    b"default-src 'none'; script-src 'self' 'unsafe-inline' https:; style-src 'self' 'unsafe-inline' https:; "
+    b"img-src 'self' data: https:; connect-src 'self'; frame-ancestors 'none'"
+)
+
+
+class SecurityHeaders:
+    """ASGI middleware adding protective headers to every HTTP response."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        is_docs = scope.get("path") == "/docs"
+
+        async def send_with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {k.lower() for k, _ in headers}
+                for k, v in SECURITY_HEADERS:
+                    if k not in present:
+                        headers.append((k, DOCS_CSP if (is_docs and k == b"content-security-policy") else v))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
