@@ -40,7 +40,8 @@ class Runtime:
         self.settings = settings
         self.store = Store(settings)
         self.store.upgrade()
-        self.vault = Vault(self.store, settings.load_master_key())
+        settings.load_master_keys()  # fail fast with a clear message, creating the key file if needed
+        self.vault = Vault(self.store, key_loader=settings.load_master_keys)
         self.directory = Directory(self.store)
         self.ingestor = Ingestor(self.store, self.vault)
         self.checkpoints = audit.Checkpoints(self.store, self.vault, settings.data_dir)
@@ -56,6 +57,7 @@ class Runtime:
                 DEFAULT_PERSONAL_PROPERTIES | source.personal_properties,
                 self.settings.default_phone_region,
                 self.settings.max_event_bytes,
+                self.vault.legacy_pseudonyms,
             )
             self._validators[key] = v
         return v

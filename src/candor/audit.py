@@ -168,14 +168,15 @@ class Checkpoints:
             ).scalar()
         if wrapped is None:
             raw = os.urandom(32)
+            wrapped, kek_id = self.vault.wrap_with_id(raw, aad)
             with self.store.write() as conn:
                 conn.execute(
                     self.store.insert_ignore(keyring),
                     {
                         "kind": "audit-signing",
                         "version": 1,
-                        "wrapped": self.vault.wrap(raw, aad),
-                        "kek_id": self.vault.kek_id,
+                        "wrapped": wrapped,
+                        "kek_id": kek_id,
                         "created_ms": now_ms(),
                     },
                 )

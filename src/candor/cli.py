@@ -23,10 +23,12 @@ sources_app = typer.Typer(help="Sources (where events come from) and their write
 tokens_app = typer.Typer(help="Staff API tokens and their roles.", no_args_is_help=True)
 db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
 audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
+keys_app = typer.Typer(help="Master key and pseudonym key rotation.", no_args_is_help=True)
 app.add_typer(sources_app, name="sources")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(db_app, name="db")
 app.add_typer(audit_app, name="audit")
+app.add_typer(keys_app, name="keys")
 
 console = Console()
 err = Console(stderr=True)
@@ -382,6 +384,76 @@ def audit_list(
     try:
         for entry in audit.entries(rt.store, after=after, limit=limit):
             print(json.dumps(entry))
+    finally:
+        rt.close()
+
+
+# -- keys ----------------------------------------------------------------------------------------
+@keys_app.command("rotate")
+def keys_rotate() -> None:
+    """Re-wrap every data key under a new master key (no data is re-encrypted; resumable)."""
+    from rich.progress import Progress
+
+    from candor import keys
+
+    rt = runtime()
+    try:
+        with Progress(console=err, transient=True) as progress:
+            task = progress.add_task("re-wrapping keys", total=None)
+            report = keys.rotate_master(
+                rt.settings,
+                rt.store,
+                rt.vault,
+                on_start=lambda n: progress.update(task, total=n),
+                on_progress=lambda n: progress.advance(task, n),
+            )
+    except RuntimeError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    finally:
+        rt.close()
+    console.print(f"master key rotated to {report.new_kek_id}: {report.rewrapped} keys re-wrapped")
+    if rt.settings.master_key:
+        console.print("now remove CANDOR_PREVIOUS_MASTER_KEY from every process's environment")
+
+
+@keys_app.command("rotate-hmac")
+def keys_rotate_hmac() -> None:
+    """Start a new pseudonym (HMAC) key version; old pseudonyms resolve until retired."""
+    from candor import keys
+
+    rt = runtime()
+    try:
+        version = keys.rotate_hmac(rt.store, rt.vault)
+    finally:
+        rt.close()
+    console.print(f"HMAC key version {version} is now current")
+
+
+@keys_app.command("retire-hmac")
+def keys_retire_hmac(version: int) -> None:
+    """End the rotation window of an old HMAC key version (destroys it)."""
+    from candor import keys
+
+    rt = runtime()
+    try:
+        removed = keys.retire_hmac(rt.store, rt.vault, version)
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    finally:
+        rt.close()
+    console.print(f"HMAC key version {version} retired; {removed} old pseudonyms deleted")
+
+
+@keys_app.command("status")
+def keys_status() -> None:
+    """Key ids and versions in force (never the keys)."""
+    from candor import keys
+
+    rt = runtime()
+    try:
+        print(json.dumps(keys.status(rt.store, rt.vault), indent=2))
     finally:
         rt.close()
 

@@ -204,6 +204,7 @@ async def collect(request: Request, kind: str) -> JSONResponse:
     limits.hit("collect_key", str(source.id))
     strict = source.strict or request.query_params.get("strict", "").lower() in ("1", "true", "yes")
     validator = rt.validator_for(source)
+    rt.vault.refresh_hmac()
 
     sent_raw = body.get("sentAt")
     try:

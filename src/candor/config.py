@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 MASTER_KEY_FILE = "master.key"
+NEXT_MASTER_KEY_FILE = "master.key.next"
 
 
 class ConfigError(ValueError):
@@ -27,6 +28,7 @@ class Settings:
     data_dir: Path = field(default=Path("./candor-data"), metadata={"env": "CANDOR_DATA_DIR"})
     database_url: str = field(default="", metadata={"env": "CANDOR_DATABASE_URL"})
     master_key: str = field(default="", metadata={"env": "CANDOR_MASTER_KEY", "secret": True})
+    previous_master_key: str = field(default="", metadata={"env": "CANDOR_PREVIOUS_MASTER_KEY", "secret": True})
     host: str = field(default="127.0.0.1", metadata={"env": "CANDOR_HOST"})
     port: int = field(default=8000, metadata={"env": "CANDOR_PORT"})
     default_phone_region: str = field(default="US", metadata={"env": "CANDOR_DEFAULT_PHONE_REGION"})
@@ -134,20 +136,52 @@ class Settings:
             return decode_key(self.master_key, "CANDOR_MASTER_KEY")
         path = self.data_dir / MASTER_KEY_FILE
         if path.exists():
-            mode = path.stat().st_mode & 0o777
-            if mode & 0o077:
-                raise ConfigError(f"{path} is readable by other users (mode {mode:o}); run: chmod 600 {path}")
-            return decode_key(path.read_text().strip(), str(path))
+            return read_key_file(path)
         if not create:
             raise ConfigError(f"no master key: set CANDOR_MASTER_KEY or create {path}")
         self.ensure_data_dir()
         key = secrets.token_bytes(32)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(base64.urlsafe_b64encode(key).decode() + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        write_key_file(path, key)
         return key
+
+    def load_master_keys(self) -> list[bytes]:
+        """Every master key in force, the primary (the one that wraps new keys) first.
+
+        Outside a rotation that is just the master key. During one it is the new key (the key file
+        ``master.key.next``, or CANDOR_MASTER_KEY) followed by the old one (``master.key``, or
+        CANDOR_PREVIOUS_MASTER_KEY), so that keys wrapped by either can be read.
+        """
+        if self.master_key:
+            keys = [decode_key(self.master_key, "CANDOR_MASTER_KEY")]
+            if self.previous_master_key:
+                keys.append(decode_key(self.previous_master_key, "CANDOR_PREVIOUS_MASTER_KEY"))
+            return keys
+        current = self.load_master_key()
+        nxt = self.data_dir / NEXT_MASTER_KEY_FILE
+        if nxt.exists():
+            return [read_key_file(nxt), current]
+        return [current]
+
+
+def read_key_file(path: Path) -> bytes:
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise ConfigError(f"{path} is readable by other users (mode {mode:o}); run: chmod 600 {path}")
+    return decode_key(path.read_text().strip(), str(path))
+
+
+def write_key_file(path: Path, key: bytes) -> None:
+    """Write a key file with mode 0600, durably, refusing to overwrite an existing file."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(base64.urlsafe_b64encode(key).decode() + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def decode_key(text: str, where: str) -> bytes:

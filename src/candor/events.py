@@ -92,6 +92,8 @@ class Message:
     # (type, pseudonym) of every identifier in the message, the primary one first
     identifiers: list[tuple[str, str]]
     previous_pids: tuple[str, str] | None  # alias: previousId as (user_id pid, anonymous_id pid)
+    # during an HMAC key rotation: identifier → its pseudonyms under older keys still in force
+    legacy: dict[tuple[str, str], list[str]] | None
     properties: str  # JSON, clear
     context: str  # JSON, clear subset
     sealed_doc: bytes  # JSON of the personal part, to be sealed under the subject's key
@@ -199,8 +201,10 @@ class Validator:
         personal_properties: frozenset[str] = DEFAULT_PERSONAL_PROPERTIES,
         default_phone_region: str = "US",
         max_event_bytes: int = 32 * 1024,
+        legacy_pseudonyms: Any = None,
     ) -> None:
         self.pseudonym = pseudonym
+        self.legacy_pseudonyms = legacy_pseudonyms
         self.max_event_bytes = max_event_bytes
         self.personal_properties = personal_properties
         self.region = default_phone_region
@@ -299,32 +303,40 @@ class Validator:
             context = {**context, "ip": client_ip}
 
         # identifiers → pseudonyms (primary first)
-        pseudonym = self.pseudonym
-        user_pid = pseudonym("user_id", user_id) if user_id is not None else None
-        anon_pid = pseudonym("anonymous_id", anonymous_id) if anonymous_id is not None else None
-        ids: list[tuple[str, str]] = []
-        if user_pid:
-            ids.append(("user_id", user_pid))
-        if anon_pid:
-            ids.append(("anonymous_id", anon_pid))
+        raw_ids: list[tuple[str, str]] = []
+        if user_id is not None:
+            raw_ids.append(("user_id", user_id))
+        if anonymous_id is not None:
+            raw_ids.append(("anonymous_id", anonymous_id))
         if mtype == "identify" and traits:
             em = normalize.email(traits.get("email"))
             if em:
-                ids.append(("email", pseudonym("email", em)))
+                raw_ids.append(("email", em))
             ph = normalize.phone(traits.get("phone"), self.region)
             if ph:
-                ids.append(("phone", pseudonym("phone", ph)))
+                raw_ids.append(("phone", ph))
         ext = context.get("externalIds")
         if isinstance(ext, list):
             for item in ext[:20]:
                 if isinstance(item, dict) and isinstance(item.get("type"), str):
                     val = normalize.text_id(item.get("id"))
                     if val:
-                        kind = "ext:" + item["type"][:32]
-                        ids.append((kind, pseudonym(kind, val)))
+                        raw_ids.append(("ext:" + item["type"][:32], val))
+        pseudonym = self.pseudonym
+        ids = [(t, pseudonym(t, v)) for t, v in raw_ids]
+        user_pid = ids[0][1] if user_id is not None else None
+        anon_pid = (ids[1][1] if user_id is not None else ids[0][1]) if anonymous_id is not None else None
         previous_pids = None
         if previous_id is not None:
             previous_pids = (pseudonym("user_id", previous_id), pseudonym("anonymous_id", previous_id))
+        legacy = None
+        if self.legacy_pseudonyms is not None:
+            lp = self.legacy_pseudonyms
+            legacy = {ident: old for (t, v), ident in zip(raw_ids, ids, strict=True) if (old := lp(t, v))}
+            if previous_id is not None:
+                legacy[("user_id", previous_pids[0])] = lp("user_id", previous_id)  # type: ignore[index]
+                legacy[("anonymous_id", previous_pids[1])] = lp("anonymous_id", previous_id)  # type: ignore[index]
+            legacy = {k: v for k, v in legacy.items() if v} or None
 
         # split personal from clear
         personal = self.personal_properties
@@ -369,6 +381,7 @@ class Validator:
             anon_pid=anon_pid,
             identifiers=ids,
             previous_pids=previous_pids,
+            legacy=legacy,
             properties=props_json,
             context=ctx_json,
             sealed_doc=sealed_doc,

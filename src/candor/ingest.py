@@ -202,18 +202,24 @@ class Ingestor:
                             wanted[ident[0]].add(ident[1])
                         else:
                             known[ident] = sid
-            for id_type, pids in wanted.items():
-                plist = list(pids)
-                for i in range(0, len(plist), CHUNK):
-                    for pid, sid in conn.execute(
-                        select(identifiers.c.pseudonym, identifiers.c.subject_id).where(
-                            and_(
-                                identifiers.c.id_type == id_type,
-                                identifiers.c.pseudonym.in_(plist[i : i + CHUNK]),
-                            )
-                        )
-                    ):
-                        known[(id_type, pid)] = sid
+            known.update(_lookup(conn, wanted))
+            # during an HMAC key rotation, identifiers not found under the current key are looked up
+            # under the older keys; a hit is re-registered under the current key (migrated)
+            migrate: dict[tuple[str, str], str] = {}
+            legacy_wanted: dict[str, set[str]] = defaultdict(set)
+            legacy_of: dict[tuple[str, str], tuple[str, str]] = {}
+            for _, m in fresh:
+                if m.legacy:
+                    for ident, olds in m.legacy.items():
+                        if ident not in known:
+                            for old in olds:
+                                legacy_wanted[ident[0]].add(old)
+                                legacy_of[(ident[0], old)] = ident
+            if legacy_wanted:
+                for old_ident, sid in _lookup(conn, legacy_wanted).items():
+                    ident = legacy_of[old_ident]
+                    known[ident] = sid
+                    migrate[ident] = sid
 
             # 3. assign each event to a subject; new identifiers join the event's subject
             new_subject_count = 0
@@ -249,6 +255,8 @@ class Ingestor:
                     edge = (primary[0], primary[1], other[0], other[1], rule)
                     if edge[:4] not in self._edges and edge not in new_edges:
                         new_edges[edge] = (w, m, sid)
+
+            new_ids.update(migrate)
 
             # 4. create new subjects with their data keys
             resolved: dict[str, str] = {}
@@ -376,6 +384,20 @@ class Ingestor:
             self._edges.update(k[:4] for k in new_edges)
         for (_source, mtype, outcome, _day), n in counts.items():
             metrics.events_total.labels(mtype, outcome).inc(n)
+
+
+def _lookup(conn: Any, wanted: dict[str, set[str]]) -> dict[tuple[str, str], str]:
+    """Subjects of (type, pseudonym) identifiers, in chunks."""
+    found: dict[tuple[str, str], str] = {}
+    for id_type, pids in wanted.items():
+        plist = list(pids)
+        for i in range(0, len(plist), CHUNK):
+            query = select(identifiers.c.pseudonym, identifiers.c.subject_id).where(
+                and_(identifiers.c.id_type == id_type, identifiers.c.pseudonym.in_(plist[i : i + CHUNK]))
+            )
+            for pid, sid in conn.execute(query):
+                found[(id_type, pid)] = sid
+    return found
 
 
 def _resolve(item: Any, result: WriteResult | None = None, exc: BaseException | None = None) -> None:

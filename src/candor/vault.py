@@ -17,7 +17,9 @@ import hmac
 import os
 import secrets
 import threading
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -29,6 +31,7 @@ from candor.store.schema import data_keys, keyring, subjects
 
 SEAL_VERSION = b"\x01"
 NONCE_BYTES = 12
+KEK_ID_BYTES = 8
 PSEUDONYM_HEX = 32  # 128-bit pseudonyms
 
 
@@ -50,65 +53,139 @@ def secret_hash(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
-class Vault:
-    """Key management and sealing for one store. Thread-safe."""
+KeyLoader = Callable[[], list[bytes]]
 
-    def __init__(self, store: Store, master_key: bytes, cache_size: int = 200_000) -> None:
-        if len(master_key) != 32:
-            raise VaultError("the master key must be 32 bytes")
+
+class Vault:
+    """Key management and sealing for one store. Thread-safe.
+
+    The vault may know several master keys (key-encryption keys, KEKs) at once: the first is the
+    *primary* and wraps every new key; the others only unwrap, during a rotation. Each wrapped key
+    names the KEK that wrapped it, and the key loader is consulted again (at most once a second, or
+    at once when an unknown KEK is met) so running processes follow a rotation without a restart.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        master_key: bytes | None = None,
+        *,
+        key_loader: KeyLoader | None = None,
+        cache_size: int = 200_000,
+    ) -> None:
+        if key_loader is None:
+            if master_key is None or len(master_key) != 32:
+                raise VaultError("the master key must be 32 bytes")
+            fixed = master_key
+            key_loader = lambda: [fixed]  # noqa: E731
         self.store = store
-        self._kek = AESGCM(master_key)
-        self.kek_id = kek_fingerprint(master_key)
+        self._loader = key_loader
         self._lock = threading.Lock()
+        self._keks: dict[str, AESGCM] = {}
+        self.kek_id = ""
+        self._kek_checked = 0.0
+        self._load_keks()
         self._keys: OrderedDict[str, AESGCM] = OrderedDict()
         self._cache_size = cache_size
         self._hmac_keys: dict[int, bytes] = {}
         self.hmac_version = 0
+        self.legacy_hmac_versions: tuple[int, ...] = ()
         self._load_hmac_keys()
 
+    # -- master keys ---------------------------------------------------------------------------
+    def _load_keks(self) -> None:
+        keys = self._loader()
+        if not keys or any(len(k) != 32 for k in keys):
+            raise VaultError("the master key must be 32 bytes")
+        keks = {kek_fingerprint(k): AESGCM(k) for k in keys}
+        with self._lock:
+            self._keks = keks
+            self.kek_id = kek_fingerprint(keys[0])
+            self._kek_checked = time.monotonic()
+
+    def _refresh_keks(self, force: bool = False) -> None:
+        if force or time.monotonic() - self._kek_checked > 1.0:
+            self._load_keks()
+
+    @property
+    def kek_ids(self) -> list[str]:
+        return list(self._keks)
+
     # -- wrapping ------------------------------------------------------------------------------
-    def wrap(self, key: bytes, aad: bytes) -> bytes:
+    def wrap_with_id(self, key: bytes, aad: bytes) -> tuple[bytes, str]:
+        """Wrap ``key`` under the primary master key; returns the wrapped bytes and the KEK id."""
+        self._refresh_keks()
+        kek_id = self.kek_id
         nonce = os.urandom(NONCE_BYTES)
-        return SEAL_VERSION + nonce + self._kek.encrypt(nonce, key, aad)
+        wrapped = SEAL_VERSION + bytes.fromhex(kek_id) + nonce + self._keks[kek_id].encrypt(nonce, key, aad)
+        return wrapped, kek_id
+
+    def wrap(self, key: bytes, aad: bytes) -> bytes:
+        return self.wrap_with_id(key, aad)[0]
 
     def unwrap(self, wrapped: bytes, aad: bytes) -> bytes:
-        if wrapped[:1] != SEAL_VERSION:
+        if wrapped[:1] != SEAL_VERSION or len(wrapped) < 1 + KEK_ID_BYTES + NONCE_BYTES:
             raise VaultError("unknown key wrapping version")
-        try:
-            return self._kek.decrypt(wrapped[1 : 1 + NONCE_BYTES], wrapped[1 + NONCE_BYTES :], aad)
-        except InvalidTag as exc:
+        kek_id = wrapped[1 : 1 + KEK_ID_BYTES].hex()
+        kek = self._keks.get(kek_id)
+        if kek is None:
+            self._refresh_keks(force=True)
+            kek = self._keks.get(kek_id)
+        if kek is None:
             raise VaultError(
-                "a stored key cannot be unwrapped: the master key does not match this data directory"
-            ) from exc
+                "a stored key cannot be unwrapped: the master key does not match this data directory "
+                f"(it needs master key {kek_id})"
+            )
+        body = wrapped[1 + KEK_ID_BYTES :]
+        try:
+            return kek.decrypt(body[:NONCE_BYTES], body[NONCE_BYTES:], aad)
+        except InvalidTag as exc:
+            raise VaultError("a stored key failed authentication (tampered)") from exc
 
     # -- HMAC pseudonyms -----------------------------------------------------------------------
     def _load_hmac_keys(self) -> None:
+        query = select(keyring.c.version, keyring.c.wrapped, keyring.c.retired_ms).where(keyring.c.kind == "hmac")
         with self.store.engine.connect() as conn:
-            rows = conn.execute(select(keyring.c.version, keyring.c.wrapped).where(keyring.c.kind == "hmac")).all()
+            rows = conn.execute(query).all()
         if not rows:
             key = secrets.token_bytes(32)
+            wrapped, kek_id = self.wrap_with_id(key, b"keyring:hmac:1")
             with self.store.write() as conn:
                 conn.execute(
                     self.store.insert_ignore(keyring),
-                    {
-                        "kind": "hmac",
-                        "version": 1,
-                        "wrapped": self.wrap(key, b"keyring:hmac:1"),
-                        "kek_id": self.kek_id,
-                        "created_ms": now_ms(),
-                    },
+                    {"kind": "hmac", "version": 1, "wrapped": wrapped, "kek_id": kek_id, "created_ms": now_ms()},
                 )
             with self.store.engine.connect() as conn:
-                rows = conn.execute(select(keyring.c.version, keyring.c.wrapped).where(keyring.c.kind == "hmac")).all()
-        for version, wrapped in rows:
-            self._hmac_keys[version] = self.unwrap(wrapped, f"keyring:hmac:{version}".encode())
-        self.hmac_version = max(self._hmac_keys)
+                rows = conn.execute(query).all()
+        keys = {}
+        for version, wrapped, retired in rows:
+            if retired is None:
+                keys[version] = self._hmac_keys.get(version) or self.unwrap(wrapped, f"keyring:hmac:{version}".encode())
+        self._hmac_keys = keys
+        self.hmac_version = max(keys)
+        self.legacy_hmac_versions = tuple(sorted((v for v in keys if v != self.hmac_version), reverse=True))
+        self._hmac_checked = time.monotonic()
+
+    def refresh_hmac(self, max_age: float = 5.0) -> None:
+        """Pick up HMAC key rotations made by another process (checked at most every ``max_age`` s)."""
+        if time.monotonic() - self._hmac_checked > max_age:
+            self._load_hmac_keys()
 
     def pseudonym(self, id_type: str, value: str, version: int | None = None) -> str:
         """Keyed pseudonym of a normalised identifier value of a given type."""
         key = self._hmac_keys[version or self.hmac_version]
         msg = id_type.encode() + b"\x1f" + value.encode("utf-8")
         return hmac.digest(key, msg, "sha256").hex()[:PSEUDONYM_HEX]
+
+    def legacy_pseudonyms(self, id_type: str, value: str) -> list[str]:
+        """Pseudonyms of the value under older HMAC keys still in their rotation window."""
+        if not self.legacy_hmac_versions:
+            return []
+        return [self.pseudonym(id_type, value, v) for v in self.legacy_hmac_versions]
+
+    def all_pseudonyms(self, id_type: str, value: str) -> list[str]:
+        """The current pseudonym first, then the legacy ones: for lookups by a known identifier."""
+        return [self.pseudonym(id_type, value), *self.legacy_pseudonyms(id_type, value)]
 
     # -- data keys -----------------------------------------------------------------------------
     def new_subject(self, conn: Any) -> tuple[str, AESGCM]:
@@ -117,14 +194,10 @@ class Vault:
         key = AESGCM.generate_key(bit_length=256)
         ts = now_ms()
         conn.execute(subjects.insert(), {"subject_id": subject_id, "created_ms": ts, "state": "active"})
+        wrapped, kek_id = self.wrap_with_id(key, b"dk:" + subject_id.encode())
         conn.execute(
             data_keys.insert(),
-            {
-                "subject_id": subject_id,
-                "wrapped": self.wrap(key, b"dk:" + subject_id.encode()),
-                "kek_id": self.kek_id,
-                "created_ms": ts,
-            },
+            {"subject_id": subject_id, "wrapped": wrapped, "kek_id": kek_id, "created_ms": ts},
         )
         aead = AESGCM(key)
         self._remember(subject_id, aead)
@@ -142,15 +215,8 @@ class Vault:
             key = AESGCM.generate_key(bit_length=256)
             ids.append(sid)
             subj_rows.append({"subject_id": sid, "created_ms": ts, "state": "active"})
-            key_rows.append(
-                {
-                    "subject_id": sid,
-                    "wrapped": self.wrap(key, b"dk:" + sid.encode()),
-                    "kek_id": self.kek_id,
-                    "created_ms": ts,
-                    "_key": key,
-                }
-            )
+            wrapped, kek_id = self.wrap_with_id(key, b"dk:" + sid.encode())
+            key_rows.append({"subject_id": sid, "wrapped": wrapped, "kek_id": kek_id, "created_ms": ts, "_key": key})
         return subj_rows, key_rows, ids
 
     def _remember(self, subject_id: str, aead: AESGCM) -> None:
