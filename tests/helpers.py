@@ -49,7 +49,7 @@ async def api(settings: Settings, **source_opts: Any) -> AsyncIterator[Api]:
     key = rt.directory.create_source("test-source", **source_opts)
     owner = rt.directory.create_token("test owner", "owner")
     app = create_app(runtime=rt)
-    transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 51000))
+    transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 51000), raise_app_exceptions=False)
     try:
         async with (
             app.router.lifespan_context(app),

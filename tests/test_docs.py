@@ -52,3 +52,14 @@ def test_every_route_is_documented(tmp_path: Path) -> None:
                 assert f"`{method} {path}" in doc, f"{method} {path} is not documented in docs/api.md"
     finally:
         app.state.candor.close()
+
+
+def test_security_doc_role_table_matches_code() -> None:
+    from candor.auth import ROLES, SCOPES
+
+    doc = (ROOT / "docs" / "security.md").read_text()
+    header = "| scope | meaning | " + " | ".join(ROLES) + " |"
+    assert header in doc, "the role table in docs/security.md must list the roles in code order"
+    for scope, meaning in SCOPES.items():
+        row = f"| `{scope}` | {meaning} | " + " | ".join("yes" if scope in r else "" for r in ROLES.values()) + " |"
+        assert row in doc, f"docs/security.md row for {scope} is out of date"

@@ -22,7 +22,9 @@ from candor.vault import Vault, VaultError
 
 
 def send(rt: Runtime, source_id: int, *msgs: dict[str, Any]) -> None:
-    v = rt.validator_for(rt.directory.source_for_key(rt._key))  # type: ignore[attr-defined]
+    source = rt.directory.source_for_key(rt._key)  # type: ignore[attr-defined]
+    assert source is not None
+    v = rt.validator_for(source)
     out = [v.validate(m, type_=m["type"], received_ms=now_ms(), sent_at_ms=None, client_ip=None) for m in msgs]
     rt.ingestor.submit_sync(Work(source_id, out, [], now_ms()))  # type: ignore[arg-type]
 

@@ -9,8 +9,9 @@ from pydantic import BaseModel
 
 from candor import audit
 from candor.auth import Require, Staff
+from candor.http import STAFF_RESPONSES
 
-router = APIRouter(prefix="/v1/audit", tags=["audit"])
+router = APIRouter(prefix="/v1/audit", tags=["audit"], responses=STAFF_RESPONSES)
 
 
 class AuditEntry(BaseModel):

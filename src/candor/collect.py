@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from candor.auth import AuthError, SourceAuth, basic_username
 from candor.events import Message, RequestError, parse_body, parse_time
-from candor.http import JSON
+from candor.http import JSON, ErrorBody
 from candor.ingest import Work
 from candor.security import RateLimited
 from candor.store import now_ms
@@ -87,25 +87,6 @@ class Batch(BaseModel):
 
 class Accepted(BaseModel):
     success: Literal[True]
-
-
-class ErrorDetail(BaseModel):
-    code: str
-    message: str
-    field: str | None = None
-
-
-class EventError(BaseModel):
-    index: int
-    message: str
-    field: str | None = None
-    messageId: str | None = None
-
-
-class ErrorBody(BaseModel):
-    success: Literal[False]
-    error: ErrorDetail
-    errors: list[EventError] | None = Field(None, description="One entry per rejected event (strict mode)")
 
 
 MODELS: dict[str, type[BaseModel]] = {

@@ -9,10 +9,11 @@ from pydantic import BaseModel
 from sqlalchemy import func, select
 
 from candor.auth import Require
+from candor.http import STAFF_RESPONSES
 from candor.store import Store
 from candor.store.schema import event_counts, sources
 
-router = APIRouter(prefix="/v1", tags=["operations"])
+router = APIRouter(prefix="/v1", tags=["operations"], responses=STAFF_RESPONSES)
 
 OUTCOMES = ("accepted", "duplicate", "rejected")
 

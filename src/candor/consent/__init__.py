@@ -1,0 +1,1 @@
+"""Consent: purposes, notices, ledger, resolver, TCF and GPP signals."""
