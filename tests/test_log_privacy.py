@@ -38,7 +38,10 @@ async def test_traffic_with_canaries_leaves_no_trace_in_logs_or_errors(
         requests: list[tuple[str, Any]] = [
             ("/v1/identify", {"userId": c["user"], "traits": traits, "context": {"direct": True}}),
             ("/v1/track", {"userId": c["user"], "event": "E", "properties": {"secret": c["secret"]}}),
-            ("/v1/page", {"anonymousId": c["user"], "properties": {"url": f"https://shop.example.com/?e={c['email']}"}}),
+            (
+                "/v1/page",
+                {"anonymousId": c["user"], "properties": {"url": f"https://shop.example.com/?e={c['email']}"}},
+            ),
             # invalid events that carry the canaries
             ("/v1/track", {"userId": c["user"]}),
             ("/v1/track", {"userId": c["user"] * 100, "event": "E"}),
@@ -46,7 +49,10 @@ async def test_traffic_with_canaries_leaves_no_trace_in_logs_or_errors(
             ("/v1/track", {"userId": c["user"], "event": "E", "timestamp": c["email"]}),
             ("/v1/track", {"userId": {"email": c["email"]}, "event": "E"}),
             ("/v1/alias", {"previousId": c["email"]}),
-            ("/v1/batch", {"batch": [{"type": c["email"], "userId": c["user"]}, {"type": "track", "userId": c["user"]}]}),
+            (
+                "/v1/batch",
+                {"batch": [{"type": c["email"], "userId": c["user"]}, {"type": "track", "userId": c["user"]}]},
+            ),
             ("/v1/batch?strict=1", {"batch": [{"type": "track", "userId": c["user"], "messageId": 5}]}),
             ("/v1/batch", {"batch": c["email"]}),
         ]
@@ -58,7 +64,9 @@ async def test_traffic_with_canaries_leaves_no_trace_in_logs_or_errors(
             b'{"email": "' + c["email"].encode() + b'" \xff}',
         ]
         for blob in raw:
-            r = await a.client.post("/v1/track", content=blob, headers={**basic(a.write_key), "Content-Type": "application/json"})
+            r = await a.client.post(
+                "/v1/track", content=blob, headers={**basic(a.write_key), "Content-Type": "application/json"}
+            )
             bodies.append(r.text)
         # credentials that are wrong, in every place
         r = await a.client.post("/v1/track", json={"writeKey": c["secret"], "userId": c["user"], "event": "E"})
