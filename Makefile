@@ -30,12 +30,12 @@ run: install
 
 ## make test: install with dev extras, lint, type-check and run every test
 test: install-dev
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests $(wildcard bench)
 	$(BIN)/mypy
 	$(BIN)/pytest
 
 lint: install-dev
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests $(wildcard bench)
 
 typecheck: install-dev
 	$(BIN)/mypy
