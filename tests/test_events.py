@@ -176,3 +176,34 @@ def test_invalid_email_and_phone_traits_are_not_identifiers() -> None:
     out = check({"userId": "u", "traits": {"email": "not-an-email", "phone": "12"}}, "identify")
     assert isinstance(out, Message)
     assert [t for t, _ in out.identifiers] == ["user_id"]
+
+
+def test_personal_keys_are_sealed_at_any_depth() -> None:
+    from candor.events import split_personal
+
+    props = {"sku": "B-1", "customer": {"email": "a@example.com", "tier": "gold"}, "items": [{"name": "Ann", "q": 1}]}
+    clear, sealed = split_personal(props, frozenset({"email", "name"}))
+    assert clear == {"sku": "B-1", "customer": {"tier": "gold"}, "items": [{"q": 1}]}
+    assert sealed == {"customer.email": "a@example.com", "items.0.name": "Ann"}
+    flat = {"sku": "B-1", "price": 3}
+    assert split_personal(flat, frozenset({"email"})) == (flat, {})
+
+
+@settings(max_examples=200, derandomize=True)
+@given(json_values)
+def test_split_personal_never_leaves_a_personal_key_in_clear(value: Any) -> None:
+    from candor.events import split_personal
+
+    if not isinstance(value, dict):
+        value = {"v": value}
+    keys = frozenset({"a", "email", ""})
+    clear, _sealed = split_personal(value, keys)
+
+    def has_key(node: Any) -> bool:
+        if isinstance(node, dict):
+            return any(k in keys or has_key(v) for k, v in node.items())
+        if isinstance(node, list):
+            return any(has_key(v) for v in node)
+        return False
+
+    assert not has_key(clear)

@@ -459,6 +459,8 @@ def keys_status() -> None:
 
 
 def main() -> None:
+    # files Candor creates (database, WAL, exports, key files) are readable by its own user only
+    os.umask(0o077)
     try:
         app()
     except KeyboardInterrupt:

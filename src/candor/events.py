@@ -153,6 +153,32 @@ def iso_ms(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def split_personal(
+    properties: dict[str, Any], personal: frozenset[str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Properties without the personal keys (at any depth), and the personal values by dotted path."""
+    sealed: dict[str, Any] = {}
+
+    def walk(node: Any, path: str) -> Any:
+        if isinstance(node, dict):
+            out = {}
+            for k, v in node.items():
+                where = f"{path}.{k}" if path else k
+                if k in personal:
+                    sealed[where] = v
+                else:
+                    out[k] = walk(v, where) if isinstance(v, dict | list) else v
+            return out
+        if isinstance(node, list):
+            return [walk(v, f"{path}.{i}") if isinstance(v, dict | list) else v for i, v in enumerate(node)]
+        return node
+
+    # fast path: flat properties with no personal key need no copy
+    if not any(k in personal or isinstance(v, dict | list) for k, v in properties.items()):
+        return properties, sealed
+    return walk(properties, ""), sealed
+
+
 class _Reject(Exception):
     def __init__(self, reason: str, field: str | None) -> None:
         self.reason = reason
@@ -338,12 +364,8 @@ class Validator:
                 legacy[("anonymous_id", previous_pids[1])] = lp("anonymous_id", previous_id)  # type: ignore[index]
             legacy = {k: v for k, v in legacy.items() if v} or None
 
-        # split personal from clear
-        personal = self.personal_properties
-        clear_props: dict[str, Any] = {}
-        sealed_props: dict[str, Any] = {}
-        for k, v in properties.items():
-            (sealed_props if k in personal else clear_props)[k] = v
+        # split personal from clear: a personal key is sealed wherever it is nested
+        clear_props, sealed_props = split_personal(properties, self.personal_properties)
         clear_ctx = {k: context[k] for k in CLEAR_CONTEXT_KEYS if k in context}
         sealed: dict[str, Any] = {}
         if user_id is not None:
