@@ -70,6 +70,10 @@ def make_settings(tmp_path: Path, backend: str, request: pytest.FixtureRequest) 
         url = request.getfixturevalue("pg_url")
 
     def make(**overrides: Any) -> Settings:
+        # Most tests are about transport and storage, not consent: they run under an opt-out
+        # jurisdiction so that analytics events are stored without a recorded choice. Consent tests
+        # choose their jurisdiction explicitly (the product default is EU, opt-in).
+        overrides.setdefault("default_jurisdiction", "US")
         return Settings.from_env(env={}, data_dir=tmp_path / "data", database_url=url or None, **overrides)
 
     return make

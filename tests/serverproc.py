@@ -62,6 +62,9 @@ def clean_env(data_dir: Path, extra: dict[str, str] | None = None) -> dict[str, 
     env = {k: v for k, v in os.environ.items() if not k.startswith("CANDOR_")}
     env["CANDOR_DATA_DIR"] = str(data_dir)
     env["PYTHONUNBUFFERED"] = "1"
+    # these servers test transport and storage: an opt-out jurisdiction stores analytics events
+    # without a recorded choice (consent gating has its own tests; the product default is EU)
+    env["CANDOR_DEFAULT_JURISDICTION"] = "US"
     env.update(extra or {})
     return env
 

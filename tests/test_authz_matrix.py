@@ -109,7 +109,7 @@ async def test_failed_authentication_is_rate_limited_per_address(tmp_path: Any) 
 
 
 async def test_collection_rate_limit_per_write_key(tmp_path: Any) -> None:
-    settings = Settings.from_env(env={}, data_dir=tmp_path, rate_collect_per_key="3/minute")
+    settings = Settings.from_env(env={}, data_dir=tmp_path, rate_collect_per_key="3/minute", default_jurisdiction="US")
     async with api(settings) as a:
         codes = [(await a.post("/v1/track", {"userId": "u", "event": "E"})).status_code for _ in range(4)]
         assert codes == [200, 200, 200, 429]

@@ -53,10 +53,11 @@ def test_stats_json_and_db_upgrade(tmp_path: Path) -> None:
                 "accepted": {},
                 "duplicate": {},
                 "rejected": {},
-                "total": {"accepted": 0, "duplicate": 0, "rejected": 0},
+                "no_consent": {},
+                "total": {"accepted": 0, "duplicate": 0, "rejected": 0, "no_consent": 0},
             }
         ],
-        "total": {"accepted": 0, "duplicate": 0, "rejected": 0},
+        "total": {"accepted": 0, "duplicate": 0, "rejected": 0, "no_consent": 0},
     }
     assert "schema at revision" in run(tmp_path, "db", "upgrade")
 

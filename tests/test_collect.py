@@ -246,7 +246,7 @@ async def test_batch_default_mode_keeps_good_events(settings: Settings) -> None:
         assert a.count() == 1
         assert a.rejected() == 3
         stats = (await a.client.get("/v1/stats", headers=bearer(a.owner))).json()
-        assert stats["total"] == {"accepted": 1, "duplicate": 0, "rejected": 3}
+        assert stats["total"] == {"accepted": 1, "duplicate": 0, "rejected": 3, "no_consent": 0}
 
 
 @pytest.mark.parametrize("how", ["query", "source"])

@@ -41,7 +41,7 @@ def sealed_rows(rt: Runtime) -> dict[str, tuple[str, bytes]]:
 
 
 def test_master_rotation_with_key_file(tmp_path: Path) -> None:
-    settings = Settings.from_env(env={}, data_dir=tmp_path)
+    settings = Settings.from_env(env={}, data_dir=tmp_path, default_jurisdiction="US")
     rt, sid = runtime(settings)
     # a second "process" on the same data dir, started before the rotation
     other = Runtime(settings)
@@ -76,7 +76,7 @@ def test_master_rotation_with_key_file(tmp_path: Path) -> None:
 
 
 def test_master_rotation_resumes_after_interruption(tmp_path: Path) -> None:
-    settings = Settings.from_env(env={}, data_dir=tmp_path)
+    settings = Settings.from_env(env={}, data_dir=tmp_path, default_jurisdiction="US")
     rt, sid = runtime(settings)
     try:
         send(rt, sid, *({"type": "track", "userId": f"u{i}", "event": "E"} for i in range(1200)))

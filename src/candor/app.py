@@ -22,6 +22,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from candor import __version__, audit, metrics
 from candor.auth import AuthError, Directory, Public, SourceInfo
 from candor.config import Settings
+from candor.consent.ledger import Consent, ConsentError
+from candor.consent.purposes import Taxonomy
+from candor.consent.signals import TrackingPlan
 from candor.events import DEFAULT_PERSONAL_PROPERTIES, Rejection, RequestError, Validator
 from candor.http import JSON, error
 from candor.ingest import Ingestor, Work
@@ -43,7 +46,16 @@ class Runtime:
         settings.load_master_keys()  # fail fast with a clear message, creating the key file if needed
         self.vault = Vault(self.store, key_loader=settings.load_master_keys)
         self.directory = Directory(self.store)
-        self.ingestor = Ingestor(self.store, self.vault)
+        self.taxonomy = Taxonomy.load(settings.purposes_file or None)
+        self.plan = TrackingPlan.load(settings.tracking_plan_file or None)
+        self.consent = Consent(
+            self.store,
+            self.vault,
+            self.taxonomy,
+            default_jurisdiction=settings.default_jurisdiction,
+            ttl_days=settings.consent_ttl_days,
+        )
+        self.ingestor = Ingestor(self.store, self.vault, consent=self.consent)
         self.checkpoints = audit.Checkpoints(self.store, self.vault, settings.data_dir)
         self.limits = RateLimits(settings)
         self._validators: dict[tuple[int, frozenset[str]], Validator] = {}
@@ -58,6 +70,8 @@ class Runtime:
                 self.settings.default_phone_region,
                 self.settings.max_event_bytes,
                 self.vault.legacy_pseudonyms,
+                self.plan,
+                frozenset(self.taxonomy.names()),
             )
             self._validators[key] = v
         return v
@@ -174,6 +188,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(collect.router)
     app.include_router(stats.router)
     app.include_router(audit_api.router)
+    from candor.consent import api as consent_api
+
+    app.include_router(consent_api.router)
 
     install_error_handlers(app)
     install_middleware(app, settings)
@@ -199,6 +216,11 @@ def install_error_handlers(app: FastAPI) -> None:
                     {"Retry-After": str(limited.retry_after)},
                 )
         return exc.response()
+
+    @app.exception_handler(ConsentError)
+    async def _consent(_: Request, exc: ConsentError) -> Response:
+        codes = {404: "not_found", 409: "conflict"}
+        return error(exc.status, codes.get(exc.status, "invalid_consent"), str(exc))
 
     @app.exception_handler(RateLimited)
     async def _limited(_: Request, exc: RateLimited) -> Response:

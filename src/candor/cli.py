@@ -311,14 +311,18 @@ def stats(as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = 
     if as_json:
         print(json.dumps(data, indent=2))
         return
-    table = Table("source", "type", "accepted", "duplicate", "rejected")
+    outcomes = ("accepted", "duplicate", "rejected", "no_consent")
+    table = Table("source", "type", *(o.replace("_", " ") for o in outcomes))
     for src in data["sources"]:
-        types = sorted(set(src["accepted"]) | set(src["duplicate"]) | set(src["rejected"]))
+        types = sorted(set().union(*(src[o] for o in outcomes)))
         for t in types:
-            table.add_row(src["source"], t, *(str(src[o].get(t, 0)) for o in ("accepted", "duplicate", "rejected")))
+            table.add_row(src["source"], t, *(str(src[o].get(t, 0)) for o in outcomes))
     console.print(table)
     tot = data["total"]
-    console.print(f"total: {tot['accepted']} accepted, {tot['duplicate']} duplicate, {tot['rejected']} rejected")
+    console.print(
+        f"total: {tot['accepted']} accepted, {tot['duplicate']} duplicate, {tot['rejected']} rejected, "
+        f"{tot['no_consent']} not stored for lack of consent"
+    )
 
 
 @db_app.command("upgrade")

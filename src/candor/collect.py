@@ -242,8 +242,11 @@ async def collect(request: Request, kind: str) -> JSONResponse:
     messages = []
     rejections = []
     validate = validator.validate
+    gpc = request.headers.get("sec-gpc") == "1"  # exactly "1", as the GPC specification says
     for i, item in enumerate(items):
-        out = validate(item, type_=type_, received_ms=received, sent_at_ms=sent_at, client_ip=client_ip, index=i)
+        out = validate(
+            item, type_=type_, received_ms=received, sent_at_ms=sent_at, client_ip=client_ip, index=i, gpc=gpc
+        )
         if isinstance(out, Message):
             messages.append(out)
         else:

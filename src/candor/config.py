@@ -44,6 +44,10 @@ class Settings:
     rate_collect_per_ip: str = field(default="5000/second", metadata={"env": "CANDOR_RATE_COLLECT_PER_IP"})
     rate_staff_per_token: str = field(default="50/second", metadata={"env": "CANDOR_RATE_STAFF_PER_TOKEN"})
     rate_auth_failures_per_ip: str = field(default="30/minute", metadata={"env": "CANDOR_RATE_AUTH_FAILURES_PER_IP"})
+    default_jurisdiction: str = field(default="EU", metadata={"env": "CANDOR_DEFAULT_JURISDICTION"})
+    consent_ttl_days: int = field(default=395, metadata={"env": "CANDOR_CONSENT_TTL_DAYS"})
+    purposes_file: str = field(default="", metadata={"env": "CANDOR_PURPOSES_FILE"})
+    tracking_plan_file: str = field(default="", metadata={"env": "CANDOR_TRACKING_PLAN_FILE"})
     audit_checkpoint_seconds: int = field(default=3600, metadata={"env": "CANDOR_AUDIT_CHECKPOINT_SECONDS"})
 
     @classmethod
@@ -96,6 +100,17 @@ class Settings:
             except ValueError:
                 env = next(f.metadata["env"] for f in fields(self) if f.name == name)
                 raise ConfigError(f"{env}={value!r} is not a rate such as '100/second' or '30/minute'") from None
+        if self.default_jurisdiction not in ("EU", "UK", "US-CA", "US", "OTHER"):
+            raise ConfigError("CANDOR_DEFAULT_JURISDICTION must be one of EU, UK, US-CA, US, OTHER")
+        if not 1 <= self.consent_ttl_days <= 3650:
+            raise ConfigError("CANDOR_CONSENT_TTL_DAYS must be between 1 and 3650")
+        for name, env in (
+            ("purposes_file", "CANDOR_PURPOSES_FILE"),
+            ("tracking_plan_file", "CANDOR_TRACKING_PLAN_FILE"),
+        ):
+            value = getattr(self, name)
+            if value and not Path(value).is_file():
+                raise ConfigError(f"{env}={value!r}: no such file")
         if self.body_timeout_seconds < 1:
             raise ConfigError("CANDOR_BODY_TIMEOUT_SECONDS must be at least 1")
         url = self.database_url

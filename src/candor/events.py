@@ -97,6 +97,12 @@ class Message:
     properties: str  # JSON, clear
     context: str  # JSON, clear subset
     sealed_doc: bytes  # JSON of the personal part, to be sealed under the subject's key
+    # consent: purposes the event needs, what its own signals say, and a preference update it carries
+    required: tuple[str, ...] = ()
+    signals: dict[str, bool] | None = None
+    raw_signal: str | None = None
+    gpc: bool = False
+    consent_update: tuple[frozenset[str], frozenset[str]] | None = None
 
 
 def json_depth_ok(value: Any, limit: int) -> bool:
@@ -153,9 +159,7 @@ def iso_ms(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def split_personal(
-    properties: dict[str, Any], personal: frozenset[str]
-) -> tuple[dict[str, Any], dict[str, Any]]:
+def split_personal(properties: dict[str, Any], personal: frozenset[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Properties without the personal keys (at any depth), and the personal values by dotted path."""
     sealed: dict[str, Any] = {}
 
@@ -228,9 +232,15 @@ class Validator:
         default_phone_region: str = "US",
         max_event_bytes: int = 32 * 1024,
         legacy_pseudonyms: Any = None,
+        plan: Any = None,
+        purposes: frozenset[str] | None = None,
+        tcf_map: dict[int, str] | None = None,
     ) -> None:
         self.pseudonym = pseudonym
         self.legacy_pseudonyms = legacy_pseudonyms
+        self.plan = plan
+        self.purposes = purposes
+        self.tcf_map = tcf_map
         self.max_event_bytes = max_event_bytes
         self.personal_properties = personal_properties
         self.region = default_phone_region
@@ -244,6 +254,7 @@ class Validator:
         sent_at_ms: int | None,
         client_ip: str | None,
         index: int = 0,
+        gpc: bool = False,
     ) -> Message | Rejection:
         mtype = type_
         message_id = None
@@ -265,7 +276,7 @@ class Validator:
                 if not isinstance(t, str) or t not in TYPES:
                     raise _Reject(f"type must be one of {', '.join(TYPES)}", "type")
                 mtype = t
-            return self._validate(msg, mtype, message_id, received_ms, sent_at_ms, client_ip)
+            return self._validate(msg, mtype, message_id, received_ms, sent_at_ms, client_ip, gpc)
         except _Reject as r:
             return Rejection(r.reason, r.field, mtype, message_id, index)
 
@@ -277,6 +288,7 @@ class Validator:
         received_ms: int,
         sent_at_ms: int | None,
         client_ip: str | None,
+        gpc: bool = False,
     ) -> Message:
         user_id = _id_value(msg, "userId")
         anonymous_id = _id_value(msg, "anonymousId")
@@ -393,7 +405,28 @@ class Validator:
         size = len(sealed_doc) + len(props_json) + len(ctx_json)
         if size > self.max_event_bytes:
             raise _Reject(f"the event is {size} bytes; the limit is {self.max_event_bytes} bytes", None)
+        required: tuple[str, ...] = ()
+        signals = None
+        raw_signal = None
+        update = None
+        if self.plan is not None:
+            from candor.consent.signals import SEGMENT_CONSENT_EVENT, event_signals
+
+            required = self.plan.required(mtype, event)
+            sig, raw_signal = event_signals(context, gpc, self.tcf_map)
+            if self.purposes is not None:
+                sig = {p: v for p, v in sig.items() if p in self.purposes}
+            signals = sig or None
+            if event == SEGMENT_CONSENT_EVENT:
+                if not sig:
+                    raise _Reject("a consent preference update needs context.consent.categoryPreferences", "context")
+                update = (frozenset(p for p, v in sig.items() if v), frozenset(p for p, v in sig.items() if not v))
         return Message(
+            required=required,
+            signals=signals,
+            raw_signal=raw_signal,
+            gpc=gpc,
+            consent_update=update,
             type=mtype,
             message_id=message_id or ("candor-" + secrets.token_hex(16)),
             event=event,

@@ -24,9 +24,18 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import and_, select, tuple_
 
 from candor import metrics
+from candor.consent.ledger import Consent
 from candor.events import Message, Rejection
 from candor.store import Store, now_ms
-from candor.store.schema import data_keys, event_counts, events, identifiers, identity_edges, rejected_events
+from candor.store.schema import (
+    consent_blocked,
+    data_keys,
+    event_counts,
+    events,
+    identifiers,
+    identity_edges,
+    rejected_events,
+)
 from candor.store.schema import subjects as subjects_t
 from candor.vault import Vault
 
@@ -42,6 +51,7 @@ class WriteResult:
     accepted: int = 0
     duplicates: int = 0
     rejected: int = 0
+    no_consent: int = 0
 
 
 @dataclass
@@ -60,9 +70,13 @@ def day_of(ms: int) -> str:
 class Ingestor:
     """One writer thread per process; ``submit`` returns once the work is committed."""
 
-    def __init__(self, store: Store, vault: Vault, id_cache_size: int = 500_000) -> None:
+    def __init__(
+        self, store: Store, vault: Vault, id_cache_size: int = 500_000, consent: Consent | None = None
+    ) -> None:
         self.store = store
         self.vault = vault
+        self.consent = consent
+        self._signal_seen: dict[str, str] = {}
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._ids: dict[tuple[str, str], str] = {}
@@ -105,6 +119,87 @@ class Ingestor:
         fut: concurrent.futures.Future[WriteResult] = concurrent.futures.Future()
         self._queue.put((work, None, fut))
         return fut.result(timeout)
+
+    # -- consent -------------------------------------------------------------------------------
+    def _gate(self, m: Message, known: dict[tuple[str, str], str], conn: Any) -> str | None:
+        """The first purpose the event needs and may not have, or None when it may be stored."""
+        consent = self.consent
+        assert consent is not None
+        sid = None
+        for ident in m.identifiers:
+            if ident[0] in ("user_id", "anonymous_id") and ident in known:
+                sid = known[ident]
+                break
+        for purpose in m.required:
+            signal = m.signals.get(purpose) if m.signals else None
+            if signal is False:
+                return purpose
+            if sid is None:
+                if signal is None and not consent.allowed_without_choice(purpose):
+                    return purpose
+                continue
+            d = consent.can_use(sid, purpose, conn=conn)
+            if d.allowed:
+                continue
+            # the event's own "yes" counts unless the ledger holds an explicit no or a restriction
+            if signal is True and not d.explicit:
+                continue
+            return purpose
+        return None
+
+    def _record_signals(self, conn: Any, fresh: list[tuple[Work, Message]], subjects_of: list[str]) -> None:
+        consent = self.consent
+        assert consent is not None
+        from candor.consent.purposes import GPC_PURPOSES
+
+        for (w, m), sid in zip(fresh, subjects_of, strict=True):
+            actor = f"source:{w.source_id}"
+            if m.consent_update is not None:
+                granted, denied = m.consent_update
+                consent.record(
+                    conn,
+                    sid,
+                    granted=granted,
+                    denied=denied,
+                    source="segment_event",
+                    actor=actor,
+                    ts_ms=m.ts_ms,
+                    raw_signal=m.raw_signal,
+                    message_id=m.message_id,
+                )
+            if m.gpc and self._signal_seen.get(sid + ":gpc") is None:
+                if not consent.has_signal(sid, "gpc", conn):
+                    consent.record(
+                        conn,
+                        sid,
+                        denied=GPC_PURPOSES,
+                        source="gpc",
+                        actor=actor,
+                        ts_ms=m.ts_ms,
+                        raw_signal="Sec-GPC: 1",
+                        message_id=m.message_id,
+                    )
+                self._signal_seen[sid + ":gpc"] = "1"
+            if m.raw_signal and m.consent_update is None and self._signal_seen.get(sid) != m.raw_signal:
+                sig = m.signals or {}
+                granted = frozenset(p for p, v in sig.items() if v)
+                denied = frozenset(p for p, v in sig.items() if not v)
+                if granted or denied:
+                    source = "gpp" if m.raw_signal.startswith("D") and "~" in m.raw_signal else "tcf"
+                    consent.record(
+                        conn,
+                        sid,
+                        granted=granted,
+                        denied=denied,
+                        source=source,
+                        actor=actor,
+                        ts_ms=m.ts_ms,
+                        raw_signal=m.raw_signal,
+                        message_id=m.message_id,
+                    )
+                self._signal_seen[sid] = m.raw_signal
+            if len(self._signal_seen) > 200_000:
+                self._signal_seen.clear()
 
     # -- the writer thread ---------------------------------------------------------------------
     def _run(self) -> None:
@@ -178,8 +273,6 @@ class Ingestor:
                     else:
                         existing.add(key)
                         fresh.append((w, m))
-                        w.result.accepted += 1
-                        counts[(w.source_id, m.type, "accepted", day)] += 1
                 for r in w.rejections:
                     w.result.rejected += 1
                     counts[(w.source_id, r.type or "unknown", "rejected", day)] += 1
@@ -220,6 +313,25 @@ class Ingestor:
                     ident = legacy_of[old_ident]
                     known[ident] = sid
                     migrate[ident] = sid
+
+            # consent at collection: an event whose purposes are not allowed is not stored with
+            # identifiers; only an anonymous daily count per event name is kept
+            blocked: dict[tuple[str, int, str, str], int] = defaultdict(int)
+            if self.consent is not None:
+                kept = []
+                for w, m in fresh:
+                    missing = self._gate(m, known, conn) if m.required else None
+                    if missing is None:
+                        kept.append((w, m))
+                    else:
+                        day = day_of(w.received_ms)
+                        blocked[(day, w.source_id, (m.event or m.type)[:200], missing)] += 1
+                        counts[(w.source_id, m.type, "no_consent", day)] += 1
+                        w.result.no_consent += 1
+                fresh = kept
+            for w, m in fresh:
+                w.result.accepted += 1
+                counts[(w.source_id, m.type, "accepted", day_of(w.received_ms))] += 1
 
             # 3. assign each event to a subject; new identifiers join the event's subject
             new_subject_count = 0
@@ -345,7 +457,21 @@ class Ingestor:
                     ],
                 )
 
-            # 8. rejected records (reason and place, never the values) and counters
+            # 8. consent carried by events: preference updates, GPC and TCF/GPP strings into the ledger
+            if self.consent is not None:
+                self._record_signals(conn, fresh, final)
+                if blocked:
+                    stmt = store.insert(consent_blocked)
+                    stmt = stmt.on_conflict_do_update(
+                        index_elements=["day", "source_id", "event", "purpose"],
+                        set_={"n": consent_blocked.c.n + stmt.excluded.n},
+                    )
+                    for (day, source_id, name, purpose), n in blocked.items():
+                        conn.execute(
+                            stmt, {"day": day, "source_id": source_id, "event": name, "purpose": purpose, "n": n}
+                        )
+
+            # 9. rejected records (reason and place, never the values) and counters
             rej_rows = [
                 {
                     "source_id": w.source_id,

@@ -15,7 +15,7 @@ from candor.store.schema import event_counts, sources
 
 router = APIRouter(prefix="/v1", tags=["operations"], responses=STAFF_RESPONSES)
 
-OUTCOMES = ("accepted", "duplicate", "rejected")
+OUTCOMES = ("accepted", "duplicate", "rejected", "no_consent")
 
 
 class SourceStats(BaseModel):
@@ -23,6 +23,7 @@ class SourceStats(BaseModel):
     accepted: dict[str, int]
     duplicate: dict[str, int]
     rejected: dict[str, int]
+    no_consent: dict[str, int]
     total: dict[str, int]
 
 

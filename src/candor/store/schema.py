@@ -187,6 +187,69 @@ audit_head = Table(
     Column("hash", String(64), nullable=False),
 )
 
+# Versioned notice texts per language; a consent record stores the version and the SHA-256 of the text.
+notices = Table(
+    "notices",
+    metadata,
+    Column("notice_id", String(100), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("language", String(20), primary_key=True),
+    Column("text", Text, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("requires_reconsent", Boolean, nullable=False, default=False),
+    Column("created_ms", BigInteger, nullable=False),
+)
+
+# The consent ledger: append-only. One row per choice or signal, with its proof.
+consent_records = Table(
+    "consent_records",
+    metadata,
+    Column("seq", BigId, primary_key=True, autoincrement=True),
+    Column("subject_id", String(32), nullable=False, index=True),
+    Column("id_type", String(40), nullable=True),
+    Column("pseudonym", String(64), nullable=True),
+    Column("granted", Text, nullable=False),  # JSON list of purposes
+    Column("denied", Text, nullable=False),  # JSON list of purposes
+    Column("objection", Boolean, nullable=False, default=False),
+    Column("source", String(40), nullable=False),
+    Column("jurisdiction", String(10), nullable=True),
+    Column("ts_ms", BigInteger, nullable=False),
+    Column("recorded_ms", BigInteger, nullable=False),
+    Column("expires_ms", BigInteger, nullable=True),
+    Column("notice_id", String(100), nullable=True),
+    Column("notice_version", Integer, nullable=True),
+    Column("notice_sha256", String(64), nullable=True),
+    Column("ui_action", String(20), nullable=True),
+    Column("raw_signal", Text, nullable=True),
+    Column("confirmed", Boolean, nullable=False, default=False),
+    Column("actor", String(100), nullable=False),
+    Column("message_id", String(200), nullable=True),
+)
+
+# Do-not-contact lists: keyed by an HMAC of the normalised identifier under a key of their own, so
+# entries outlive the erasure of the person (a tombstone that holds no personal data).
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("channel", String(10), primary_key=True),
+    Column("hash", String(64), primary_key=True),
+    Column("id_type", String(20), nullable=False),
+    Column("reason", String(40), nullable=False),
+    Column("source", String(100), nullable=True),
+    Column("created_ms", BigInteger, nullable=False),
+)
+
+# What consent cost: events not stored for lack of consent, as anonymous daily counts.
+consent_blocked = Table(
+    "consent_blocked",
+    metadata,
+    Column("day", String(10), primary_key=True),
+    Column("source_id", Integer, primary_key=True),
+    Column("event", String(200), primary_key=True),
+    Column("purpose", String(40), primary_key=True),
+    Column("n", BigInteger, nullable=False),
+)
+
 # Tables holding data about one subject, and the column that names the subject.
 # Access export and erasure walk this list; tests/test_privacy_tables.py keeps it complete.
 SUBJECT_TABLES: dict[str, str] = {
@@ -195,4 +258,5 @@ SUBJECT_TABLES: dict[str, str] = {
     "identifiers": "subject_id",
     "identity_edges": "subject_id",
     "events": "subject_id",
+    "consent_records": "subject_id",
 }

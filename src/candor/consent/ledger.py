@@ -1,0 +1,454 @@
+"""The consent ledger (append-only), notices, and the one decision every use goes through.
+
+``Consent.can_use(subject_id, purpose)`` answers yes or no with reasons and the ledger records that
+prove it. Segments, campaigns, insights, recommendations and exports call it; nothing reads personal
+data for a purpose any other way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import and_, func, select
+
+from candor import audit, normalize
+from candor.consent.purposes import Taxonomy, UnknownPurpose
+from candor.consent.resolver import Context, Decision, Record, jurisdiction_of, resolve
+from candor.store import Store, now_ms
+from candor.store.schema import consent_records, identifiers, notices, subjects
+from candor.vault import Vault
+
+SOURCES = (
+    "banner",
+    "preference_center",
+    "api",
+    "import",
+    "tcf",
+    "gpp",
+    "gpc",
+    "email_unsubscribe",
+    "sms_stop",
+    "rights_request",
+    "segment_event",
+)
+UI_ACTIONS = ("accept_all", "reject_all", "custom")
+DAY_MS = 86_400_000
+
+
+class ConsentError(ValueError):
+    """Bad consent input: the message says what and where. ``status`` is the HTTP status to use."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Notice:
+    notice_id: str
+    version: int
+    language: str
+    sha256: str
+    requires_reconsent: bool
+    text: str
+
+
+def text_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class Consent:
+    CACHE_SECONDS = 1.0  # other processes' records are seen within this time; this process's at once
+
+    def __init__(
+        self, store: Store, vault: Vault, taxonomy: Taxonomy, *, default_jurisdiction: str = "EU", ttl_days: int = 395
+    ) -> None:
+        self.store = store
+        self.vault = vault
+        self.taxonomy = taxonomy
+        self.default_jurisdiction = default_jurisdiction
+        self.ttl_ms = ttl_days * DAY_MS
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[float, list[Record], bool]] = {}
+        self._reconsent: tuple[float, dict[str, int]] = (0.0, {})
+
+    # -- notices -------------------------------------------------------------------------------
+    def add_notice(
+        self,
+        notice_id: str,
+        version: int,
+        language: str,
+        text: str,
+        *,
+        requires_reconsent: bool = False,
+        actor: str = "cli",
+    ) -> Notice:
+        if not notice_id or len(notice_id) > 100 or version < 1 or not language or len(language) > 20 or not text:
+            raise ConsentError("a notice needs an id (≤100 chars), a version ≥ 1, a language and a text")
+        sha = text_sha256(text)
+        with self.store.write() as conn:
+            exists = conn.execute(
+                select(notices.c.sha256).where(
+                    and_(notices.c.notice_id == notice_id, notices.c.version == version, notices.c.language == language)
+                )
+            ).scalar()
+            if exists is not None:
+                raise ConsentError(
+                    f"notice {notice_id} version {version} ({language}) already exists; "
+                    "notices are never edited, add a new version",
+                    409,
+                )
+            conn.execute(
+                notices.insert(),
+                {
+                    "notice_id": notice_id,
+                    "version": version,
+                    "language": language,
+                    "text": text,
+                    "sha256": sha,
+                    "requires_reconsent": requires_reconsent,
+                    "created_ms": now_ms(),
+                },
+            )
+            audit.record(
+                conn,
+                actor,
+                "notice.add",
+                target=f"notice:{notice_id}:{version}:{language}",
+                details={"sha256": sha, "requires_reconsent": requires_reconsent},
+            )
+        self._reconsent = (0.0, {})
+        return Notice(notice_id, version, language, sha, requires_reconsent, text)
+
+    def notice(self, notice_id: str, version: int | None = None, language: str = "en") -> Notice | None:
+        q = select(notices).where(and_(notices.c.notice_id == notice_id, notices.c.language == language))
+        q = (
+            q.where(notices.c.version == version)
+            if version is not None
+            else q.order_by(notices.c.version.desc()).limit(1)
+        )
+        with self.store.engine.connect() as conn:
+            row = conn.execute(q).mappings().first()
+        if row is None:
+            return None
+        return Notice(
+            row["notice_id"],
+            row["version"],
+            row["language"],
+            row["sha256"],
+            bool(row["requires_reconsent"]),
+            row["text"],
+        )
+
+    def list_notices(self) -> list[dict[str, Any]]:
+        with self.store.engine.connect() as conn:
+            rows = (
+                conn.execute(
+                    select(
+                        notices.c.notice_id,
+                        notices.c.version,
+                        notices.c.language,
+                        notices.c.sha256,
+                        notices.c.requires_reconsent,
+                        notices.c.created_ms,
+                    ).order_by(notices.c.notice_id, notices.c.version, notices.c.language)
+                )
+                .mappings()
+                .all()
+            )
+        return [dict(r) for r in rows]
+
+    def reconsent_from(self) -> dict[str, int]:
+        at, value = self._reconsent
+        if time.monotonic() - at < self.CACHE_SECONDS:
+            return value
+        with self.store.engine.connect() as conn:
+            rows = conn.execute(
+                select(notices.c.notice_id, func.max(notices.c.version))
+                .where(notices.c.requires_reconsent.is_(True))
+                .group_by(notices.c.notice_id)
+            ).all()
+        value = {nid: int(v) for nid, v in rows}
+        self._reconsent = (time.monotonic(), value)
+        return value
+
+    # -- subjects ------------------------------------------------------------------------------
+    def subject_for(self, id_type: str, value: str) -> str | None:
+        """The subject of a plaintext identifier (userId, anonymousId, email, phone), or None."""
+        norm = {"email": normalize.email, "phone": normalize.phone}.get(id_type, normalize.text_id)(value)
+        if norm is None:
+            return None
+        pids = self.vault.all_pseudonyms(id_type, norm)
+        with self.store.engine.connect() as conn:
+            return conn.execute(
+                select(identifiers.c.subject_id)
+                .where(and_(identifiers.c.id_type == id_type, identifiers.c.pseudonym.in_(pids)))
+                .limit(1)
+            ).scalar()
+
+    def ensure_subject(self, conn: Any, id_type: str, value: str) -> tuple[str, str]:
+        """Subject and pseudonym for a first-party id (userId / anonymousId), created if new."""
+        if id_type not in ("user_id", "anonymous_id"):
+            raise ConsentError(f"a new person can only be created from a userId or anonymousId, not {id_type}")
+        norm = normalize.text_id(value)
+        if norm is None:
+            raise ConsentError(f"{id_type} is missing or a placeholder value")
+        pids = self.vault.all_pseudonyms(id_type, norm)
+        sid = conn.execute(
+            select(identifiers.c.subject_id)
+            .where(and_(identifiers.c.id_type == id_type, identifiers.c.pseudonym.in_(pids)))
+            .limit(1)
+        ).scalar()
+        if sid is None:
+            sid, _ = self.vault.new_subject(conn)
+            conn.execute(
+                self.store.insert_ignore(identifiers),
+                {
+                    "id_type": id_type,
+                    "pseudonym": pids[0],
+                    "hmac_version": self.vault.hmac_version,
+                    "subject_id": sid,
+                    "first_seen_ms": now_ms(),
+                },
+            )
+        return sid, pids[0]
+
+    # -- recording -----------------------------------------------------------------------------
+    def check_purposes(self, names: list[str] | set[str] | frozenset[str]) -> None:
+        for n in names:
+            try:
+                self.taxonomy.get(n)
+            except UnknownPurpose as exc:
+                if n != "marketing":  # "marketing" in an objection means every marketing channel
+                    raise ConsentError(str(exc)) from None
+
+    def record(
+        self,
+        conn: Any,
+        subject_id: str,
+        *,
+        granted: set[str] | frozenset[str] = frozenset(),
+        denied: set[str] | frozenset[str] = frozenset(),
+        source: str,
+        actor: str,
+        ts_ms: int | None = None,
+        jurisdiction: str | None = None,
+        notice_id: str | None = None,
+        notice_version: int | None = None,
+        language: str = "en",
+        ui_action: str | None = None,
+        raw_signal: str | None = None,
+        expires_ms: int | None = None,
+        confirmed: bool = False,
+        objection: bool = False,
+        id_type: str | None = None,
+        pseudonym: str | None = None,
+        message_id: str | None = None,
+    ) -> int:
+        """Append one record inside the caller's write transaction (with its audit entry)."""
+        from candor.consent.purposes import JURISDICTIONS
+
+        if source not in SOURCES:
+            raise ConsentError(f"unknown consent source {source!r}; one of {', '.join(SOURCES)}")
+        if ui_action is not None and ui_action not in UI_ACTIONS:
+            raise ConsentError(f"uiAction must be one of {', '.join(UI_ACTIONS)}")
+        if jurisdiction is not None and jurisdiction not in JURISDICTIONS:
+            raise ConsentError(f"unknown jurisdiction {jurisdiction!r}; one of {', '.join(JURISDICTIONS)}")
+        if not granted and not denied:
+            raise ConsentError("a consent record must grant or deny at least one purpose")
+        self.check_purposes(set(granted) | set(denied))
+        sha = None
+        if notice_id is not None:
+            if notice_version is None:
+                raise ConsentError("noticeVersion is required with noticeId")
+            row = conn.execute(
+                select(notices.c.sha256).where(
+                    and_(
+                        notices.c.notice_id == notice_id,
+                        notices.c.version == notice_version,
+                        notices.c.language == language,
+                    )
+                )
+            ).scalar()
+            if row is None:
+                raise ConsentError(f"notice {notice_id} version {notice_version} ({language}) does not exist", 404)
+            sha = row
+        now = now_ms()
+        ts = ts_ms if ts_ms is not None else now
+        if expires_ms is None and granted:
+            expires_ms = ts + self.ttl_ms
+        result = conn.execute(
+            consent_records.insert().returning(consent_records.c.seq),
+            {
+                "subject_id": subject_id,
+                "id_type": id_type,
+                "pseudonym": pseudonym,
+                "granted": orjson.dumps(sorted(granted)).decode(),
+                "denied": orjson.dumps(sorted(denied)).decode(),
+                "objection": objection,
+                "source": source,
+                "jurisdiction": jurisdiction,
+                "ts_ms": ts,
+                "recorded_ms": now,
+                "expires_ms": expires_ms,
+                "notice_id": notice_id,
+                "notice_version": notice_version,
+                "notice_sha256": sha,
+                "ui_action": ui_action,
+                "raw_signal": raw_signal,
+                "confirmed": confirmed,
+                "actor": actor[:100],
+                "message_id": message_id,
+            },
+        )
+        seq = int(result.scalar_one())
+        audit.record(
+            conn,
+            actor,
+            "consent.record",
+            subject_id=subject_id,
+            details={
+                "seq": seq,
+                "source": source,
+                "granted": sorted(granted),
+                "denied": sorted(denied),
+                "objection": objection,
+            },
+        )
+        self.invalidate(subject_id)
+        return seq
+
+    def invalidate(self, subject_id: str | None = None) -> None:
+        with self._lock:
+            if subject_id is None:
+                self._cache.clear()
+            else:
+                self._cache.pop(subject_id, None)
+
+    # -- deciding ------------------------------------------------------------------------------
+    def _state(self, subject_id: str, conn: Any = None) -> tuple[list[Record], bool] | None:
+        hit = self._cache.get(subject_id)
+        now = time.monotonic()
+        if hit is not None and hit[0] > now:
+            return hit[1], hit[2]
+
+        def load(c: Any) -> tuple[list[Record], bool] | None:
+            state = c.execute(select(subjects.c.state).where(subjects.c.subject_id == subject_id)).scalar()
+            if state is None:
+                return None
+            rows = c.execute(select(consent_records).where(consent_records.c.subject_id == subject_id)).mappings().all()
+            return [_record(r) for r in rows], state == "restricted"
+
+        if conn is None:
+            with self.store.engine.connect() as c:
+                loaded = load(c)
+        else:
+            loaded = load(conn)
+        if loaded is not None:
+            with self._lock:
+                if len(self._cache) > 500_000:
+                    self._cache.clear()
+                self._cache[subject_id] = (now + self.CACHE_SECONDS, loaded[0], loaded[1])
+        return loaded
+
+    def can_use(self, subject_id: str | None, purpose: str, *, conn: Any = None, now: int | None = None) -> Decision:
+        """The one decision: may this subject's data be used for this purpose, right now?"""
+        try:
+            p = self.taxonomy.get(purpose)
+        except UnknownPurpose as exc:
+            return Decision(purpose, False, (str(exc),), (), "unknown", self.default_jurisdiction)
+        state = self._state(subject_id, conn) if subject_id else None
+        if state is None:
+            return Decision(
+                purpose,
+                False,
+                ("no such person",),
+                (),
+                p.basis_in(self.default_jurisdiction),
+                self.default_jurisdiction,
+            )
+        records, restricted = state
+        ctx = Context(
+            jurisdiction_of(records, self.default_jurisdiction),
+            now if now is not None else now_ms(),
+            restricted,
+            self.reconsent_from(),
+        )
+        return resolve(records, p, ctx)
+
+    def allowed_without_choice(self, purpose: str) -> bool:
+        """Whether a person with no choice on record may be processed for ``purpose`` (opt-out basis)."""
+        try:
+            p = self.taxonomy.get(purpose)
+        except UnknownPurpose:
+            return False
+        from candor.consent.purposes import CONSENT
+
+        return p.basis_in(self.default_jurisdiction) != CONSENT
+
+    def has_signal(self, subject_id: str, source: str, conn: Any = None) -> bool:
+        state = self._state(subject_id, conn)
+        return bool(state) and any(r.source == source for r in state[0])  # type: ignore[index]
+
+    def explain(self, subject_id: str | None, purposes: list[str] | None = None) -> list[Decision]:
+        return [self.can_use(subject_id, p) for p in (purposes or self.taxonomy.names())]
+
+    def proof(self, subject_id: str) -> list[dict[str, Any]]:
+        """Every ledger record of the subject: what they saw (notice version and text hash), when, how."""
+        with self.store.engine.connect() as conn:
+            rows = (
+                conn.execute(
+                    select(consent_records)
+                    .where(consent_records.c.subject_id == subject_id)
+                    .order_by(consent_records.c.seq)
+                )
+                .mappings()
+                .all()
+            )
+        out = []
+        for r in rows:
+            out.append(
+                {
+                    "seq": r["seq"],
+                    "ts_ms": r["ts_ms"],
+                    "recorded_ms": r["recorded_ms"],
+                    "source": r["source"],
+                    "granted": orjson.loads(r["granted"]),
+                    "denied": orjson.loads(r["denied"]),
+                    "objection": bool(r["objection"]),
+                    "jurisdiction": r["jurisdiction"],
+                    "expires_ms": r["expires_ms"],
+                    "notice": (
+                        {"id": r["notice_id"], "version": r["notice_version"], "sha256": r["notice_sha256"]}
+                        if r["notice_id"]
+                        else None
+                    ),
+                    "ui_action": r["ui_action"],
+                    "raw_signal": r["raw_signal"],
+                    "confirmed": bool(r["confirmed"]),
+                    "actor": r["actor"],
+                    "message_id": r["message_id"],
+                }
+            )
+        return out
+
+
+def _record(r: Any) -> Record:
+    return Record(
+        seq=r["seq"],
+        ts_ms=r["ts_ms"],
+        granted=frozenset(orjson.loads(r["granted"])),
+        denied=frozenset(orjson.loads(r["denied"])),
+        objection=bool(r["objection"]),
+        source=r["source"],
+        expires_ms=r["expires_ms"],
+        confirmed=bool(r["confirmed"]),
+        notice_id=r["notice_id"],
+        notice_version=r["notice_version"],
+        jurisdiction=r["jurisdiction"],
+    )
