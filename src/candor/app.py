@@ -25,6 +25,7 @@ from candor.config import Settings
 from candor.consent.ledger import Consent, ConsentError
 from candor.consent.purposes import Taxonomy
 from candor.consent.signals import TrackingPlan
+from candor.consent.suppression import SuppressionError, Suppressions
 from candor.events import DEFAULT_PERSONAL_PROPERTIES, Rejection, RequestError, Validator
 from candor.http import JSON, error
 from candor.ingest import Ingestor, Work
@@ -56,6 +57,7 @@ class Runtime:
             ttl_days=settings.consent_ttl_days,
         )
         self.ingestor = Ingestor(self.store, self.vault, consent=self.consent)
+        self.suppressions = Suppressions(self.store, self.vault, settings.default_phone_region)
         self.checkpoints = audit.Checkpoints(self.store, self.vault, settings.data_dir)
         self.limits = RateLimits(settings)
         self._validators: dict[tuple[int, frozenset[str]], Validator] = {}
@@ -72,6 +74,7 @@ class Runtime:
                 self.vault.legacy_pseudonyms,
                 self.plan,
                 frozenset(self.taxonomy.names()),
+                contact_hash=self.vault.contact_hash,
             )
             self._validators[key] = v
         return v
@@ -221,6 +224,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _consent(_: Request, exc: ConsentError) -> Response:
         codes = {404: "not_found", 409: "conflict"}
         return error(exc.status, codes.get(exc.status, "invalid_consent"), str(exc))
+
+    @app.exception_handler(SuppressionError)
+    async def _suppression(_: Request, exc: SuppressionError) -> Response:
+        return error(400, "invalid_suppression", str(exc))
 
     @app.exception_handler(RateLimited)
     async def _limited(_: Request, exc: RateLimited) -> Response:

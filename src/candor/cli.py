@@ -24,11 +24,21 @@ tokens_app = typer.Typer(help="Staff API tokens and their roles.", no_args_is_he
 db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
 audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
 keys_app = typer.Typer(help="Master key and pseudonym key rotation.", no_args_is_help=True)
+suppression_app = typer.Typer(help="Do-not-contact lists per channel.", no_args_is_help=True)
+notices_app = typer.Typer(help="Versioned notice texts shown when consent is asked.", no_args_is_help=True)
+consent_app = typer.Typer(help="Consent decisions and proof.", no_args_is_help=True)
+tcf_app = typer.Typer(help="IAB TCF v2.2 consent strings.", no_args_is_help=True)
+gpp_app = typer.Typer(help="IAB Global Privacy Platform strings.", no_args_is_help=True)
 app.add_typer(sources_app, name="sources")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(db_app, name="db")
 app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
+app.add_typer(suppression_app, name="suppression")
+app.add_typer(notices_app, name="notices")
+app.add_typer(consent_app, name="consent")
+app.add_typer(tcf_app, name="tcf")
+app.add_typer(gpp_app, name="gpp")
 
 console = Console()
 err = Console(stderr=True)
@@ -460,6 +470,171 @@ def keys_status() -> None:
         print(json.dumps(keys.status(rt.store, rt.vault), indent=2))
     finally:
         rt.close()
+
+
+# -- consent -------------------------------------------------------------------------------------
+@suppression_app.command("import")
+def suppression_import(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    channel: Annotated[str, typer.Option(help="email, sms, phone, post, push or all")],
+    reason: Annotated[str, typer.Option(help="e.g. preference-service, do-not-call, imported")] = "imported",
+    source: Annotated[str | None, typer.Option(help="Where the list comes from")] = None,
+) -> None:
+    """Import an external do-not-contact list (CSV of emails, phones or addresses)."""
+    from candor.consent.suppression import SuppressionError
+
+    rt = runtime()
+    try:
+        report = rt.suppressions.import_file(file, channel, reason, source=source or file.name)
+    except SuppressionError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    finally:
+        rt.close()
+    console.print(
+        f"{report.rows} rows: {report.added} suppressed on {channel}, {report.already} already were; "
+        f"{report.matched_profiles} known profiles matched"
+    )
+    for line in report.errors[:20]:
+        err.print(f"[yellow]{line}[/yellow]")
+    if len(report.errors) > 20:
+        err.print(f"... and {len(report.errors) - 20} more rows with errors")
+
+
+@suppression_app.command("add")
+def suppression_add(
+    channel: Annotated[str, typer.Option(help="email, sms, phone, post, push or all")],
+    email: Annotated[str | None, typer.Option()] = None,
+    phone: Annotated[str | None, typer.Option()] = None,
+    reason: Annotated[str, typer.Option()] = "unsubscribe",
+) -> None:
+    """Suppress one email or phone number on a channel."""
+    from candor.consent.suppression import SuppressionError
+
+    if bool(email) == bool(phone):
+        err.print("[red]error:[/red] give exactly one of --email or --phone")
+        raise typer.Exit(2)
+    rt = runtime()
+    try:
+        added = rt.suppressions.add(channel, "email" if email else "phone", email or phone, reason)
+    except SuppressionError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    finally:
+        rt.close()
+    console.print("suppressed" if added else "already suppressed")
+
+
+@notices_app.command("add")
+def notices_add(
+    notice_id: str,
+    version: Annotated[int, typer.Option(min=1)],
+    file: Annotated[Path, typer.Option(exists=True, dir_okay=False, readable=True, help="The notice text")],
+    language: Annotated[str, typer.Option()] = "en",
+    reconsent: Annotated[bool, typer.Option("--reconsent", help="Older grants under this notice lapse")] = False,
+) -> None:
+    """Add a notice version (notices are never edited)."""
+    from candor.consent.ledger import ConsentError
+
+    rt = runtime()
+    try:
+        n = rt.consent.add_notice(notice_id, version, language, file.read_text(), requires_reconsent=reconsent)
+    except ConsentError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    finally:
+        rt.close()
+    console.print(f"notice {n.notice_id} v{n.version} ({n.language}) sha256 {n.sha256}")
+
+
+@notices_app.command("list")
+def notices_list() -> None:
+    """List notice versions with the SHA-256 of their texts."""
+    rt = runtime()
+    rows = rt.consent.list_notices()
+    rt.close()
+    print(json.dumps(rows, indent=2))
+
+
+@consent_app.command("explain")
+def consent_explain(
+    user_id: Annotated[str | None, typer.Option("--user-id")] = None,
+    anonymous_id: Annotated[str | None, typer.Option("--anonymous-id")] = None,
+    email: Annotated[str | None, typer.Option()] = None,
+    purpose: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Why a person's data may or may not be used for each purpose."""
+    given = [(t, v) for t, v in (("user_id", user_id), ("anonymous_id", anonymous_id), ("email", email)) if v]
+    if len(given) != 1:
+        err.print("[red]error:[/red] give exactly one of --user-id, --anonymous-id or --email")
+        raise typer.Exit(2)
+    rt = runtime()
+    try:
+        sid = rt.consent.subject_for(*given[0])
+        decisions = rt.consent.explain(sid, [purpose] if purpose else None)
+    finally:
+        rt.close()
+    print(json.dumps({"found": sid is not None, "decisions": [d.as_dict() for d in decisions]}, indent=2))
+
+
+@consent_app.command("audience")
+def consent_audience() -> None:
+    """Usable / not consented / suppressed / restricted people per purpose."""
+    from candor.consent.ledger import audience_counts
+
+    rt = runtime()
+    try:
+        counts = audience_counts(rt.consent, rt.suppressions)
+    finally:
+        rt.close()
+    table = Table("purpose", "usable", "not consented", "suppressed", "restricted")
+    for p, c in counts.items():
+        table.add_row(p, *(str(c[k]) for k in ("usable", "not_consented", "suppressed", "restricted")))
+    console.print(table)
+
+
+@tcf_app.command("decode")
+def tcf_decode(
+    tc_string: str,
+    lenient: Annotated[bool, typer.Option(help="Accept policy versions before 4 (historical records)")] = False,
+) -> None:
+    """Decode a TC string into JSON shaped like the CMP API v2 TCData object."""
+    from candor.consent import tcf
+
+    try:
+        decoded = tcf.decode(tc_string.strip(), strict=not lenient)
+    except tcf.TCFError as exc:
+        err.print(f"[red]invalid TC string:[/red] {exc}")
+        raise typer.Exit(1) from None
+    print(json.dumps(tcf.to_tcdata(decoded), indent=2))
+
+
+@tcf_app.command("encode")
+def tcf_encode(
+    file: Annotated[Path | None, typer.Argument(help="TCData JSON file (default: standard input)")] = None,
+) -> None:
+    """Encode TCData JSON (as printed by decode) into a TC string."""
+    from candor.consent import tcf
+
+    text = file.read_text() if file else sys.stdin.read()
+    try:
+        print(tcf.encode(tcf.from_tcdata(json.loads(text))))
+    except (tcf.TCFError, json.JSONDecodeError) as exc:
+        err.print(f"[red]cannot encode:[/red] {exc}")
+        raise typer.Exit(1) from None
+
+
+@gpp_app.command("decode")
+def gpp_decode(gpp_string: str) -> None:
+    """Decode a GPP string (header, EU TCF and US national sections) into JSON."""
+    from candor.consent import gpp
+
+    try:
+        decoded = gpp.decode(gpp_string.strip())
+    except gpp.GPPError as exc:
+        err.print(f"[red]invalid GPP string:[/red] {exc}")
+        raise typer.Exit(1) from None
+    print(json.dumps(gpp.to_json(decoded), indent=2))
 
 
 def main() -> None:

@@ -103,6 +103,8 @@ class Message:
     raw_signal: str | None = None
     gpc: bool = False
     consent_update: tuple[frozenset[str], frozenset[str]] | None = None
+    # email and phone identifiers → their hash under the suppression key (do-not-contact matching)
+    contacts: dict[tuple[str, str], str] | None = None
 
 
 def json_depth_ok(value: Any, limit: int) -> bool:
@@ -235,7 +237,9 @@ class Validator:
         plan: Any = None,
         purposes: frozenset[str] | None = None,
         tcf_map: dict[int, str] | None = None,
+        contact_hash: Any = None,
     ) -> None:
+        self.contact_hash = contact_hash
         self.pseudonym = pseudonym
         self.legacy_pseudonyms = legacy_pseudonyms
         self.plan = plan
@@ -367,6 +371,12 @@ class Validator:
         previous_pids = None
         if previous_id is not None:
             previous_pids = (pseudonym("user_id", previous_id), pseudonym("anonymous_id", previous_id))
+        contacts = None
+        ch = self.contact_hash
+        if ch is not None and len(raw_ids) > 2 - (anonymous_id is None) - (user_id is None):
+            contacts = {
+                ident: ch(t, v) for (t, v), ident in zip(raw_ids, ids, strict=True) if t in ("email", "phone")
+            } or None
         legacy = None
         if self.legacy_pseudonyms is not None:
             lp = self.legacy_pseudonyms
@@ -427,6 +437,7 @@ class Validator:
             raw_signal=raw_signal,
             gpc=gpc,
             consent_update=update,
+            contacts=contacts,
             type=mtype,
             message_id=message_id or ("candor-" + secrets.token_hex(16)),
             event=event,

@@ -337,6 +337,7 @@ class Ingestor:
             new_subject_count = 0
             assigned: list[str] = []
             new_ids: dict[tuple[str, str], str] = {}
+            contact_of: dict[tuple[str, str], str] = {}
             new_edges: dict[tuple[str, str, str, str, str], tuple[Work, Message, str]] = {}
             for w, m in fresh:
                 sid = None
@@ -360,6 +361,8 @@ class Ingestor:
                     if ident not in known:
                         known[ident] = sid
                         new_ids[ident] = sid
+                if m.contacts:
+                    contact_of.update(m.contacts)
                 assigned.append(sid)
                 rule = "alias" if m.type == "alias" else m.type
                 primary = all_ids[0]
@@ -394,6 +397,7 @@ class Ingestor:
                         "hmac_version": vault.hmac_version,
                         "subject_id": real(sid),
                         "first_seen_ms": now_ms(),
+                        "contact_hash": contact_of.get((t, p)),
                     }
                     for (t, p), sid in new_ids.items()
                 ]
@@ -415,9 +419,9 @@ class Ingestor:
             need = [s for s in set(final) if s not in aeads]
             aeads.update(vault.keys_for(need, conn))
             seal = vault.seal_with
-            rows = []
+            event_rows: list[dict[str, Any]] = []
             for (w, m), sid in zip(fresh, final, strict=True):
-                rows.append(
+                event_rows.append(
                     {
                         "source_id": w.source_id,
                         "message_id": m.message_id,
@@ -433,8 +437,8 @@ class Ingestor:
                         "sealed": seal(aeads[sid], m.sealed_doc, sid.encode()),
                     }
                 )
-            if rows:
-                conn.execute(store.insert_ignore(events), rows)
+            if event_rows:
+                conn.execute(store.insert_ignore(events), event_rows)
 
             # 7. identity edges (append-only log; first evidence of each pair is kept)
             if new_edges:

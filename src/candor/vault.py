@@ -91,6 +91,7 @@ class Vault:
         self.hmac_version = 0
         self.legacy_hmac_versions: tuple[int, ...] = ()
         self._load_hmac_keys()
+        self._suppression_key: bytes | None = None
 
     # -- master keys ---------------------------------------------------------------------------
     def _load_keks(self) -> None:
@@ -176,6 +177,36 @@ class Vault:
         key = self._hmac_keys[version or self.hmac_version]
         msg = id_type.encode() + b"\x1f" + value.encode("utf-8")
         return hmac.digest(key, msg, "sha256").hex()[:PSEUDONYM_HEX]
+
+    def contact_hash(self, id_type: str, value: str) -> str:
+        """HMAC of a normalised contact (email, phone, postal address) under the suppression key.
+
+        The suppression key is separate from the pseudonym keys and is never rotated or erased, so
+        do-not-contact entries outlive the erasure of the person (tombstones without personal data).
+        """
+        key = self._suppression_key
+        if key is None:
+            key = self._suppression_key = self._load_or_create("suppression", 1)
+        msg = id_type.encode() + b"\x1f" + value.encode("utf-8")
+        return hmac.digest(key, msg, "sha256").hex()
+
+    def _load_or_create(self, kind: str, version: int) -> bytes:
+        aad = f"keyring:{kind}:{version}".encode()
+        query = select(keyring.c.wrapped).where(keyring.c.kind == kind, keyring.c.version == version)
+        with self.store.engine.connect() as conn:
+            wrapped = conn.execute(query).scalar()
+        if wrapped is None:
+            new, kek_id = self.wrap_with_id(secrets.token_bytes(32), aad)
+            with self.store.write() as conn:
+                conn.execute(
+                    self.store.insert_ignore(keyring),
+                    {"kind": kind, "version": version, "wrapped": new, "kek_id": kek_id, "created_ms": now_ms()},
+                )
+            with self.store.engine.connect() as conn:
+                wrapped = conn.execute(query).scalar()
+        if wrapped is None:
+            raise VaultError(f"the {kind} key could not be created")
+        return self.unwrap(wrapped, aad)
 
     def legacy_pseudonyms(self, id_type: str, value: str) -> list[str]:
         """Pseudonyms of the value under older HMAC keys still in their rotation window."""

@@ -360,3 +360,82 @@ def gpc_json() -> Response:
     """Global Privacy Control support statement (this site honours GPC)."""
     body = '{"gpc": true, "lastUpdate": "%s"}' % time.strftime("%Y-%m-%d", time.gmtime())  # noqa: UP031
     return Response(body, media_type="application/json")
+
+
+class AudienceCounts(BaseModel):
+    usable: int
+    not_consented: int
+    suppressed: int
+    restricted: int
+
+
+@router.get("/v1/consent/audience", response_model=dict[str, AudienceCounts], responses=STAFF_RESPONSES)
+def audience(request: Request, _: Staff = Depends(Require("consent:read"))) -> Any:
+    """For every purpose: how many people may be used, have not consented, are on a do-not-contact
+    list for the purpose's channel, or are restricted. Aggregates only."""
+    from candor.consent.ledger import audience_counts
+
+    rt = request.app.state.candor
+    return audience_counts(rt.consent, rt.suppressions)
+
+
+class SuppressionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    channel: Literal["email", "sms", "phone", "post", "push", "all"]
+    email: str | None = Field(None, max_length=320)
+    phone: str | None = Field(None, max_length=64)
+    address: str | None = Field(None, max_length=500)
+    reason: Literal[
+        "unsubscribe", "complaint", "bounce", "objection", "erasure", "imported", "preference-service", "do-not-call"
+    ] = "unsubscribe"
+    source: str | None = Field(None, max_length=100)
+
+
+class SuppressionCheck(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    channel: Literal["email", "sms", "phone", "post", "push", "all"]
+    email: str | None = Field(None, max_length=320)
+    phone: str | None = Field(None, max_length=64)
+    address: str | None = Field(None, max_length=500)
+
+
+class SuppressionEntry(BaseModel):
+    channel: str
+    reason: str
+    source: str | None
+    created_ms: int
+
+
+class SuppressionAdded(BaseModel):
+    added: bool
+
+
+class SuppressionStatus(BaseModel):
+    suppressed: bool
+    entries: list[SuppressionEntry]
+
+
+def _contact(body: SuppressionIn | SuppressionCheck) -> tuple[str, str]:
+    given = [(t, v) for t, v in (("email", body.email), ("phone", body.phone), ("address", body.address)) if v]
+    if len(given) != 1:
+        raise ConsentError("give exactly one of email, phone or address")
+    return given[0]
+
+
+@router.post("/v1/suppressions", response_model=SuppressionAdded, responses=STAFF_RESPONSES)
+def add_suppression(body: SuppressionIn, request: Request, staff: Staff = Depends(Require("consent:write"))) -> Any:
+    """Put a contact on a channel's do-not-contact list (stored as a keyed hash, kept after erasure)."""
+    id_type, value = _contact(body)
+    added = request.app.state.candor.suppressions.add(
+        body.channel, id_type, value, body.reason, source=body.source, actor=f"token:{staff.token_id}"
+    )
+    return {"added": added}
+
+
+@router.post("/v1/suppressions/check", response_model=SuppressionStatus, responses=STAFF_RESPONSES)
+def check_suppression(body: SuppressionCheck, request: Request, _: Staff = Depends(Require("consent:read"))) -> Any:
+    """Whether a contact is suppressed on a channel (its own list or ``all``). POST keeps the contact
+    out of URLs and logs."""
+    id_type, value = _contact(body)
+    entries = request.app.state.candor.suppressions.check(body.channel, id_type, value)
+    return {"suppressed": bool(entries), "entries": entries}

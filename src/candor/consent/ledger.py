@@ -452,3 +452,58 @@ def _record(r: Any) -> Record:
         notice_version=r["notice_version"],
         jurisdiction=r["jurisdiction"],
     )
+
+
+def audience_counts(consent: Consent, suppressions: Any) -> dict[str, dict[str, int]]:
+    """For every purpose, how many people are usable, not consented, suppressed or restricted.
+
+    People with no ledger record share one decision per purpose (their basis in the default
+    jurisdiction), so only people with records are resolved one by one.
+    """
+    from candor.store.schema import suppressions as supp_t
+
+    now = now_ms()
+    reconsent = consent.reconsent_from()
+    names = consent.taxonomy.names()
+    counts = {p: {"usable": 0, "not_consented": 0, "suppressed": 0, "restricted": 0} for p in names}
+    by_subject: dict[str, list[Record]] = {}
+    with consent.store.engine.connect() as conn:
+        for r in conn.execute(select(consent_records)).mappings():
+            by_subject.setdefault(r["subject_id"], []).append(_record(r))
+        states = dict(conn.execute(select(subjects.c.subject_id, subjects.c.state)).all())
+        suppressed: dict[str, set[str]] = {}
+        rows = conn.execute(
+            select(supp_t.c.channel, identifiers.c.subject_id).select_from(
+                identifiers.join(supp_t, identifiers.c.contact_hash == supp_t.c.hash)
+            )
+        ).all()
+    for channel, sid in rows:
+        suppressed.setdefault(channel, set()).add(sid)
+    everywhere = suppressed.get("all", set())
+    purposes = [consent.taxonomy.get(p) for p in names]
+    default_ctx = Context(consent.default_jurisdiction, now, False, reconsent)
+    default_allowed = {p.name: resolve([], p, default_ctx).allowed for p in purposes}
+    for sid, state in states.items():
+        if state == "erased":
+            continue
+        recs = by_subject.get(sid)
+        restricted = state == "restricted"
+        ctx = None
+        for p in purposes:
+            c = counts[p.name]
+            if restricted and p.name != "necessary":
+                c["restricted"] += 1
+                continue
+            if recs is None:
+                allowed = default_allowed[p.name]
+            else:
+                if ctx is None:
+                    ctx = Context(jurisdiction_of(recs, consent.default_jurisdiction), now, restricted, reconsent)
+                allowed = resolve(recs, p, ctx).allowed
+            if not allowed:
+                c["not_consented"] += 1
+            elif p.channel and (sid in everywhere or sid in suppressed.get(p.channel, ())):
+                c["suppressed"] += 1
+            else:
+                c["usable"] += 1
+    return counts

@@ -98,6 +98,8 @@ identifiers = Table(
     Column("hmac_version", Integer, nullable=False),
     Column("subject_id", String(32), nullable=False, index=True),
     Column("first_seen_ms", BigInteger, nullable=False),
+    # for email, phone and postal address: the HMAC under the suppression key, to match do-not-contact lists
+    Column("contact_hash", String(64), nullable=True, index=True),
 )
 
 identity_edges = Table(
