@@ -213,7 +213,7 @@ def test_acknowledged_events_survive_sigkill(server: ServerProcess, trial: int) 
     assert set(stored) <= attempted_ids, "rows appeared that no client sent"
     before = len(stored)
     stats = server.stats(token)
-    assert stats["total"] == {"accepted": before, "duplicate": 0, "rejected": 0}, summary
+    assert stats["total"] == {"accepted": before, "duplicate": 0, "rejected": 0, "no_consent": 0}, summary
     per_source = {entry["source"]: entry for entry in stats["sources"]}
     for name, by_type in stored_types(server).items():
         assert per_source[name]["accepted"] == by_type, summary
@@ -229,6 +229,7 @@ def test_acknowledged_events_survive_sigkill(server: ServerProcess, trial: int) 
         "accepted": len(attempted_ids),
         "duplicate": before,  # every event stored before the retries came back once as a duplicate
         "rejected": 0,
+        "no_consent": 0,
     }, summary
     assert stats["total"]["duplicate"] >= len(acked_ids)
     assert server.terminate() in GRACEFUL_EXIT_CODES

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from candor import audit, keys
@@ -17,7 +17,7 @@ from candor.cli import app as cli_app
 from candor.config import Settings, decode_key
 from candor.ingest import Work
 from candor.store import now_ms
-from candor.store.schema import data_keys, events, identifiers
+from candor.store.schema import data_keys, events, identifiers, keyring
 from candor.vault import Vault, VaultError
 
 
@@ -50,9 +50,12 @@ def test_master_rotation_with_key_file(tmp_path: Path) -> None:
             send(rt, sid, {"type": "identify", "userId": f"u{i}", "traits": {"email": f"p{i}@example.com"}})
         before = sealed_rows(rt)
         old_key = (tmp_path / "master.key").read_text().strip()
-        assert keys.pending(rt.store, "no-such-key") == 30 + 1  # 30 data keys and the HMAC key
+        with rt.store.engine.connect() as conn:
+            keyring_rows = conn.execute(select(func.count()).select_from(keyring)).scalar()
+        assert keyring_rows == 2  # the HMAC key and the suppression key
+        assert keys.pending(rt.store, "no-such-key") == 30 + 2  # and 30 data keys
         report = keys.rotate_master(settings, rt.store, rt.vault, settle=1.2)
-        assert report.rewrapped == 31 and report.new_kek_id != report.old_kek_ids[0]
+        assert report.rewrapped == 32 and report.new_kek_id != report.old_kek_ids[0]
         assert keys.pending(rt.store, rt.vault.kek_id) == 0
         assert (tmp_path / "master.key").read_text().strip() != old_key
         assert not (tmp_path / "master.key.next").exists()

@@ -35,3 +35,33 @@ def test_sqlite_runs_in_wal_with_full_sync(tmp_path: object) -> None:
             assert conn.exec_driver_sql("PRAGMA secure_delete").scalar() == 1
     finally:
         store.dispose()
+
+
+def test_a_read_after_a_write_does_not_take_the_write_lock(tmp_path: object) -> None:
+    """A pooled connection used for a write must not make later reads BEGIN IMMEDIATE: a read inside
+    another thread's write transaction would then wait for a lock that thread holds."""
+    import threading
+    from pathlib import Path
+
+    from sqlalchemy import text
+
+    store = Store(Settings.from_env(env={}, data_dir=Path(str(tmp_path))))
+    try:
+        store.upgrade()
+        for _ in range(3):
+            with store.write() as conn:
+                conn.execute(text("SELECT 1"))
+        done = threading.Event()
+        with store.write() as conn:  # this thread holds the write lock...
+
+            def read() -> None:
+                with store.engine.connect() as c:
+                    c.execute(text("SELECT count(*) FROM sources")).scalar()
+                done.set()
+
+            t = threading.Thread(target=read)
+            t.start()
+            assert done.wait(5), "a plain read waited for the write lock"
+            t.join()
+    finally:
+        store.dispose()

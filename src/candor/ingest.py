@@ -220,7 +220,13 @@ class Ingestor:
                     break
                 group.append(nxt)
                 n += len(nxt[0].messages) + len(nxt[0].rejections)
-            self._write_group(group)
+            try:
+                self._write_group(group)
+            except Exception as exc:  # noqa: BLE001 - the writer must survive anything; answer everyone
+                log.error("writer failure: %s", type(exc).__name__)
+                for g in group:
+                    with contextlib.suppress(Exception):
+                        _resolve(g, exc=exc)
             if stop_after:
                 return
 

@@ -163,16 +163,21 @@ class Consent:
             )
         return [dict(r) for r in rows]
 
-    def reconsent_from(self) -> dict[str, int]:
+    def reconsent_from(self, conn: Any = None) -> dict[str, int]:
         at, value = self._reconsent
         if time.monotonic() - at < self.CACHE_SECONDS:
             return value
-        with self.store.engine.connect() as conn:
-            rows = conn.execute(
-                select(notices.c.notice_id, func.max(notices.c.version))
-                .where(notices.c.requires_reconsent.is_(True))
-                .group_by(notices.c.notice_id)
-            ).all()
+        if conn is None:
+            with self.store.engine.connect() as c:
+                return self._load_reconsent(c)
+        return self._load_reconsent(conn)
+
+    def _load_reconsent(self, conn: Any) -> dict[str, int]:
+        rows = conn.execute(
+            select(notices.c.notice_id, func.max(notices.c.version))
+            .where(notices.c.requires_reconsent.is_(True))
+            .group_by(notices.c.notice_id)
+        ).all()
         value = {nid: int(v) for nid, v in rows}
         self._reconsent = (time.monotonic(), value)
         return value
@@ -377,7 +382,7 @@ class Consent:
             jurisdiction_of(records, self.default_jurisdiction),
             now if now is not None else now_ms(),
             restricted,
-            self.reconsent_from(),
+            self.reconsent_from(conn),
         )
         return resolve(records, p, ctx)
 

@@ -134,7 +134,12 @@ class _WriteTxn:
         self._txn: Any = None
 
     def __enter__(self) -> Any:
-        self._txn = self.conn.begin()
+        try:
+            self._txn = self.conn.begin()
+        except BaseException:
+            self.conn.info.pop("write", None)
+            self.conn.close()
+            raise
         return self.conn
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
@@ -144,6 +149,8 @@ class _WriteTxn:
             else:
                 self._txn.rollback()
         finally:
+            # the flag lives on the pooled connection: clear it, or later reads would take the write lock
+            self.conn.info.pop("write", None)
             self.conn.close()
 
 
