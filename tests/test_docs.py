@@ -63,3 +63,16 @@ def test_security_doc_role_table_matches_code() -> None:
     for scope, meaning in SCOPES.items():
         row = f"| `{scope}` | {meaning} | " + " | ".join("yes" if scope in r else "" for r in ROLES.values()) + " |"
         assert row in doc, f"docs/security.md row for {scope} is out of date"
+
+
+def test_privacy_model_purpose_table_matches_code() -> None:
+    from candor.consent.purposes import DEFAULT_PURPOSES
+
+    doc = (ROOT / "docs" / "privacy-model.md").read_text()
+    for p in DEFAULT_PURPOSES.values():
+
+        def basis(j: str, p: object = p) -> str:
+            return p.basis_in(j).replace("_", " ")  # type: ignore[attr-defined]
+
+        row = f"| `{p.name}` | {p.description} | {basis('EU')} | {basis('US-CA')} | {basis('US')} |"
+        assert row in doc, f"docs/privacy-model.md: the row for {p.name} is out of date"
