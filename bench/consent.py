@@ -20,15 +20,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-import orjson  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
+import orjson
+from rich.console import Console
+from rich.table import Table
 
-from candor.app import Runtime  # noqa: E402
-from candor.config import Settings  # noqa: E402
-from candor.consent.ledger import audience_counts  # noqa: E402
-from candor.store import now_ms  # noqa: E402
-from candor.store.schema import consent_records, subjects  # noqa: E402
+from candor.app import Runtime
+from candor.config import Settings
+from candor.consent.ledger import audience_counts
+from candor.store import now_ms
+from candor.store.schema import consent_records, subjects
 
 PURPOSES = ["analytics", "personalization", "advertising", "sale_sharing", "marketing.email", "marketing.sms"]
 
@@ -89,8 +89,13 @@ def bench_can_use(rt: Runtime, ids: list[str], decisions: int, rng: random.Rando
     for sid, purpose in picks:
         allowed += can_use(sid, purpose).allowed
     elapsed = time.perf_counter() - started
-    return {"warmup_s": warm, "decisions": decisions, "seconds": elapsed, "per_second": decisions / elapsed,
-            "allowed_share": allowed / decisions}
+    return {
+        "warmup_s": warm,
+        "decisions": decisions,
+        "seconds": elapsed,
+        "per_second": decisions / elapsed,
+        "allowed_share": allowed / decisions,
+    }
 
 
 def bench_tcf(strings: int) -> dict[str, Any]:
@@ -127,14 +132,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         populate(rt, args.bulk, rng)
         t0 = time.perf_counter()
         counts = audience_counts(rt.consent, rt.suppressions)
-        results["bulk"] = {"profiles": args.bulk, "seconds": time.perf_counter() - t0,
-                           "usable_marketing_email": counts["marketing.email"]["usable"]}
+        results["bulk"] = {
+            "profiles": args.bulk,
+            "seconds": time.perf_counter() - t0,
+            "usable_marketing_email": counts["marketing.email"]["usable"],
+        }
         rt.close()
     results["tcf"] = bench_tcf(200 if args.quick else 1000)
     table = Table("measure", "value", "target")
     cu = results["can_use"]
     table.add_row("can_use decisions/s (warm cache)", f"{cu['per_second']:,.0f}", "≥ 200,000")
-    table.add_row("bulk audience count", f"{results['bulk']['seconds']:.2f} s over {args.bulk:,} profiles", "< 2 s / 1M")
+    table.add_row(
+        "bulk audience count", f"{results['bulk']['seconds']:.2f} s over {args.bulk:,} profiles", "< 2 s / 1M"
+    )
     tcf = results["tcf"]
     if tcf:
         table.add_row("TCF decode vs iab-tcf", f"{tcf.get('ratio', 0):.1f}×", "≥ 2×")

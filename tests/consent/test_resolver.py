@@ -45,7 +45,9 @@ def ctx(**kw: object) -> Context:
 @given(records(), st.sampled_from(MARKETING), st.integers(0, 20))
 def test_objection_to_direct_marketing_is_absolute(recs: list[Record], purpose: str, ts: int) -> None:
     objection = Record(seq=99, ts_ms=ts, denied=frozenset({purpose}), objection=True, source="rights_request")
-    later_grants = [Record(seq=100 + i, ts_ms=ts + 1 + i, granted=frozenset({purpose}), confirmed=True) for i in range(3)]
+    later_grants = [
+        Record(seq=100 + i, ts_ms=ts + 1 + i, granted=frozenset({purpose}), confirmed=True) for i in range(3)
+    ]
     d = resolve([*recs, objection, *later_grants], DEFAULT_PURPOSES[purpose], ctx())
     assert not d.allowed and 99 in d.proof
 
@@ -73,7 +75,11 @@ def test_expired_consent_is_no_consent(purpose: str, expiry: int) -> None:
 @settings(max_examples=300, derandomize=True)
 @given(records(allow_objection=False, allow_signals=False), st.sampled_from(CONSENT_PURPOSES))
 def test_latest_explicit_choice_wins(recs: list[Record], purpose: str) -> None:
-    live = [r for r in recs if purpose in r.denied or (purpose in r.granted and (r.expires_ms is None or r.expires_ms > NOW))]
+    live = [
+        r
+        for r in recs
+        if purpose in r.denied or (purpose in r.granted and (r.expires_ms is None or r.expires_ms > NOW))
+    ]
     # model: sort by time, withdrawals after grants at the same instant; the last one decides
     live.sort(key=lambda r: (r.ts_ms, purpose in r.denied, r.seq))
     expected = bool(live) and purpose not in live[-1].denied
