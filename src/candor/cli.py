@@ -202,9 +202,9 @@ def demo(
         err.print(f"[red]demo failed:[/red] {exc}")
         raise typer.Exit(1) from None
     console.print(f"Seeded {customers} customers: {report.total_events} events in {report.requests} requests.")
-    console.print(f"Admin API token (owner, 30 days): [bold]{token}[/bold]")
-    console.print(f"Write key of demo-web: [bold]{keys['web']}[/bold]")
-    console.print(f"Try: curl -H 'Authorization: Bearer {token}' {base}/v1/stats")
+    console.print(f"Admin API token (owner, 30 days): [bold]{token}[/bold]", soft_wrap=True)
+    console.print(f"Write key of demo-web: [bold]{keys['web']}[/bold]", soft_wrap=True)
+    console.print(f"Try: curl -H 'Authorization: Bearer {token}' {base}/v1/stats", soft_wrap=True)
     if not serve_after:
         server.should_exit = True
         thread.join(15)
