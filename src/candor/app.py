@@ -20,6 +20,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from candor import __version__, audit, metrics
+from candor.analytics import Analytics
 from candor.auth import AuthError, Directory, Public, SourceInfo
 from candor.config import Settings
 from candor.consent.ledger import Consent, ConsentError
@@ -58,6 +59,7 @@ class Runtime:
         )
         self.ingestor = Ingestor(self.store, self.vault, consent=self.consent)
         self.suppressions = Suppressions(self.store, self.vault, settings.default_phone_region)
+        self.analytics = Analytics(self.store)
         self.checkpoints = audit.Checkpoints(self.store, self.vault, settings.data_dir)
         self.limits = RateLimits(settings)
         self._validators: dict[tuple[int, frozenset[str]], Validator] = {}

@@ -580,11 +580,11 @@ def consent_explain(
 @consent_app.command("audience")
 def consent_audience() -> None:
     """Usable / not consented / suppressed / restricted people per purpose."""
-    from candor.consent.ledger import audience_counts
+    from candor.consent.audience import audience_counts
 
     rt = runtime()
     try:
-        counts = audience_counts(rt.consent, rt.suppressions)
+        counts = audience_counts(rt.consent, rt.analytics)
     finally:
         rt.close()
     table = Table("purpose", "usable", "not consented", "suppressed", "restricted")

@@ -373,10 +373,10 @@ class AudienceCounts(BaseModel):
 def audience(request: Request, _: Staff = Depends(Require("consent:read"))) -> Any:
     """For every purpose: how many people may be used, have not consented, are on a do-not-contact
     list for the purpose's channel, or are restricted. Aggregates only."""
-    from candor.consent.ledger import audience_counts
+    from candor.consent.audience import audience_counts
 
     rt = request.app.state.candor
-    return audience_counts(rt.consent, rt.suppressions)
+    return audience_counts(rt.consent, rt.analytics)
 
 
 class SuppressionIn(BaseModel):

@@ -462,6 +462,9 @@ def _record(r: Any) -> Record:
 def audience_counts(consent: Consent, suppressions: Any) -> dict[str, dict[str, int]]:
     """For every purpose, how many people are usable, not consented, suppressed or restricted.
 
+    The reference implementation, person by person through the resolver: the API and the CLI use
+    the same computation on DuckDB (consent/audience.py), which a test checks against this one.
+
     People with no ledger record share one decision per purpose (their basis in the default
     jurisdiction), so only people with records are resolved one by one.
     """
