@@ -231,3 +231,14 @@ def _basic(a: Api) -> dict[str, str]:
     from tests.helpers import basic
 
     return basic(a.write_key)
+
+
+async def test_gpp_opt_out_in_an_event_is_recorded(make_settings: Callable[..., Settings]) -> None:
+    async with api(make_settings(default_jurisdiction="US-CA")) as a:
+        ctx = {"consent": {"gppString": "DBABLA~BVVVkkkklWA.YA"}}  # usnat: opted out of sale/sharing and ads
+        await a.post("/v1/page", {"anonymousId": "k1", "context": ctx})
+        assert count(a, events) == 1  # analytics is not affected by a sale/sharing opt-out
+        d = await explain(a, "sale_sharing", anonymousId="k1")
+        assert d["allowed"] is False
+        proof = (await a.client.get("/v1/consent/proof", params={"anonymousId": "k1"}, headers=bearer(a.owner))).json()
+        assert proof["records"][0]["source"] == "gpp" and proof["records"][0]["raw_signal"].startswith("DBABLA")
