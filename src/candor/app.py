@@ -193,6 +193,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(collect.router)
     app.include_router(stats.router)
     app.include_router(audit_api.router)
+    from candor import auth_api
+
+    app.include_router(auth_api.router)
     from candor.consent import api as consent_api
 
     app.include_router(consent_api.router)

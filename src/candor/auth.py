@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from fastapi import Request
 from sqlalchemy import select, update
 
@@ -29,7 +31,7 @@ from candor import audit
 from candor.http import JSON, error
 from candor.security import RateLimited
 from candor.store import Store, now_ms
-from candor.store.schema import sources, tokens
+from candor.store.schema import sources, tokens, users
 from candor.vault import secret_hash
 
 SCOPES: dict[str, str] = {
@@ -99,6 +101,10 @@ class Staff:
         return scope in self.scopes
 
 
+_hasher = PasswordHasher()
+_DUMMY_HASH = _hasher.hash("candor: a password nobody has")
+
+
 def new_write_key() -> str:
     return "wk_" + secrets.token_urlsafe(24)
 
@@ -153,6 +159,58 @@ class Directory:
         with self._lock:
             self._sources.clear()
         return key
+
+    # -- console users -------------------------------------------------------------------------
+    def create_user(self, username: str, role: str, password: str, actor: str = "cli") -> int:
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
+        if not 3 <= len(username) <= 100 or not username.isprintable() or " " in username:
+            raise ValueError("a user name has 3 to 100 printable characters and no spaces")
+        if len(password) < 12:
+            raise ValueError("a password needs at least 12 characters")
+        with self.store.write() as conn:
+            if conn.execute(select(users.c.id).where(users.c.username == username)).scalar() is not None:
+                raise ValueError(f"a user named {username!r} already exists")
+            uid = conn.execute(
+                users.insert().returning(users.c.id),
+                {"username": username, "password_hash": _hasher.hash(password), "role": role, "created_ms": now_ms()},
+            ).scalar_one()
+            audit.record(conn, actor, "user.create", target=f"user:{uid}", details={"role": role})
+        return int(uid)
+
+    def login(self, username: str, password: str, ttl_hours: float = 12.0) -> tuple[str, int, str] | None:
+        """A session token (token, expiry, role) for a correct user name and password, else None.
+
+        An unknown user costs the same argon2 verification as a known one, so timing does not tell
+        which user names exist.
+        """
+        with self.store.engine.connect() as conn:
+            row = conn.execute(
+                select(users.c.id, users.c.password_hash, users.c.role).where(
+                    users.c.username == username[:100], users.c.disabled_ms.is_(None)
+                )
+            ).first()
+        try:
+            _hasher.verify(row[1] if row else _DUMMY_HASH, password)
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return None
+        if row is None:
+            return None
+        token = self.create_token(f"session:{username[:80]}", row[2], ttl_hours / 24, actor=f"user:{row[0]}")
+        return token, now_ms() + int(ttl_hours * 3_600_000), row[2]
+
+    def revoke_token_value(self, token: str, actor: str) -> bool:
+        with self.store.write() as conn:
+            res = conn.execute(
+                update(tokens)
+                .where(tokens.c.token_hash == secret_hash(token), tokens.c.revoked_ms.is_(None))
+                .values(revoked_ms=now_ms())
+            )
+            if res.rowcount:
+                audit.record(conn, actor, "token.revoke", details={"reason": "logout"})
+        with self._lock:
+            self._staff.clear()
+        return bool(res.rowcount)
 
     def list_sources(self) -> list[dict[str, Any]]:
         with self.store.engine.connect() as conn:
@@ -309,10 +367,10 @@ class SourceAuth:
 
 
 class Require:
-    """Declares and enforces that the caller is staff holding ``scope``."""
+    """Declares and enforces that the caller is staff holding ``scope`` (any staff when None)."""
 
-    def __init__(self, scope: str) -> None:
-        if scope not in SCOPES:
+    def __init__(self, scope: str | None) -> None:
+        if scope is not None and scope not in SCOPES:
             raise ValueError(f"unknown scope {scope!r}")
         self.scope = scope
 
@@ -331,7 +389,8 @@ class Require:
         if staff is None:
             raise AuthError(401, "invalid_token", "the API token is unknown, expired or revoked")
         rt.limits.hit("staff_token", str(staff.token_id))
-        if not staff.can(self.scope):
+        if self.scope is not None and not staff.can(self.scope):
             raise AuthError(403, "forbidden", f"this token's role ({staff.role}) lacks the scope {self.scope}")
         request.state.staff = staff
+        request.state.token = token
         return staff

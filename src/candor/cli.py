@@ -21,6 +21,7 @@ from candor.config import ConfigError, Settings
 app = typer.Typer(help="Candor: a customer data platform that customers can trust.", no_args_is_help=True)
 sources_app = typer.Typer(help="Sources (where events come from) and their write keys.", no_args_is_help=True)
 tokens_app = typer.Typer(help="Staff API tokens and their roles.", no_args_is_help=True)
+users_app = typer.Typer(help="Staff who sign in with a password.", no_args_is_help=True)
 db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
 audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
 keys_app = typer.Typer(help="Master key and pseudonym key rotation.", no_args_is_help=True)
@@ -31,6 +32,7 @@ tcf_app = typer.Typer(help="IAB TCF v2.2 consent strings.", no_args_is_help=True
 gpp_app = typer.Typer(help="IAB Global Privacy Platform strings.", no_args_is_help=True)
 app.add_typer(sources_app, name="sources")
 app.add_typer(tokens_app, name="tokens")
+app.add_typer(users_app, name="users")
 app.add_typer(db_app, name="db")
 app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
@@ -272,6 +274,30 @@ def tokens_create(
     finally:
         rt.close()
     print(token)
+
+
+@users_app.command("create")
+def users_create(
+    username: str,
+    role: Annotated[str, typer.Option(help="owner, privacy_officer, marketer, analyst or support")],
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input")
+    ] = False,
+) -> None:
+    """Create a staff user (the password is asked for, or read from standard input; stored as argon2id)."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    rt = runtime()
+    try:
+        uid = rt.directory.create_user(username, role, password)
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    finally:
+        rt.close()
+    console.print(f"user {username} created (id {uid}, role {role})")
 
 
 @tokens_app.command("list")

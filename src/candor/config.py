@@ -48,6 +48,10 @@ class Settings:
     consent_ttl_days: int = field(default=395, metadata={"env": "CANDOR_CONSENT_TTL_DAYS"})
     purposes_file: str = field(default="", metadata={"env": "CANDOR_PURPOSES_FILE"})
     tracking_plan_file: str = field(default="", metadata={"env": "CANDOR_TRACKING_PLAN_FILE"})
+    rate_login_per_ip: str = field(default="10/minute", metadata={"env": "CANDOR_RATE_LOGIN_PER_IP"})
+    rate_login_failures_per_user: str = field(
+        default="5/minute", metadata={"env": "CANDOR_RATE_LOGIN_FAILURES_PER_USER"}
+    )
     audit_checkpoint_seconds: int = field(default=3600, metadata={"env": "CANDOR_AUDIT_CHECKPOINT_SECONDS"})
 
     @classmethod

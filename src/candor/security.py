@@ -32,6 +32,8 @@ class RateLimits:
             "collect_ip": parse(settings.rate_collect_per_ip),
             "staff_token": parse(settings.rate_staff_per_token),
             "auth_failure_ip": parse(settings.rate_auth_failures_per_ip),
+            "login_ip": parse(settings.rate_login_per_ip),
+            "login_user": parse(settings.rate_login_failures_per_user),
         }
 
     def hit(self, name: str, key: str) -> None:
@@ -39,6 +41,10 @@ class RateLimits:
         item = self.limits[name]
         if not self._limiter.hit(item, name, key):
             raise RateLimited(name, self._retry_after(item, name, key))
+
+    def hit_quietly(self, name: str, key: str) -> None:
+        """Count one use without raising (e.g. a failed login, checked on the next attempt)."""
+        self._limiter.hit(self.limits[name], name, key)
 
     def exceeded(self, name: str, key: str) -> int | None:
         """Seconds to wait if ``key`` is over the limit now (without counting a use), else None."""

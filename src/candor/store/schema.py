@@ -60,6 +60,18 @@ tokens = Table(
     Column("last_used_ms", BigInteger, nullable=True),
 )
 
+# Staff who sign in with a password (console, or POST /v1/auth/login for a session token).
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("username", String(100), nullable=False, unique=True),
+    Column("password_hash", String(200), nullable=False),  # argon2id
+    Column("role", String(40), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("disabled_ms", BigInteger, nullable=True),
+)
+
 # Secret keys other than the master key (HMAC pseudonym keys, ...), each wrapped by the master key.
 keyring = Table(
     "keyring",
