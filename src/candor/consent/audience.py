@@ -17,12 +17,18 @@ from candor.consent.purposes import GPC_PURPOSES
 from candor.store import now_ms
 
 SQL = """
-WITH recs AS (
+WITH purposes AS (
+    SELECT * FROM (VALUES {purposes}) AS t(purpose, channel, marketing)
+),
+bases AS (
+    SELECT * FROM (VALUES {bases}) AS t(purpose, j, basis)
+),
+recs AS (
     SELECT subject_id, seq, ts_ms, expires_ms, source, objection, confirmed, notice_id, notice_version,
            jurisdiction, CAST(granted AS VARCHAR[]) AS g, CAST(denied AS VARCHAR[]) AS d
     FROM consent_records
 ),
-ev AS (
+raw AS (
     SELECT subject_id, seq, ts_ms, expires_ms, source, confirmed, notice_id, notice_version,
            unnest(g) AS purpose, FALSE AS is_deny, FALSE AS objection
     FROM recs
@@ -30,6 +36,14 @@ ev AS (
     SELECT subject_id, seq, ts_ms, NULL, source, confirmed, notice_id, notice_version,
            unnest(d) AS purpose, TRUE AS is_deny, objection
     FROM recs
+),
+-- an objection to "marketing" is an objection to every marketing channel ("marketing" alone means
+-- nothing else: it is not a purpose)
+ev AS (
+    SELECT r.subject_id, r.seq, r.ts_ms, r.expires_ms, r.source, r.confirmed, r.notice_id, r.notice_version,
+           CASE WHEN r.purpose = 'marketing' THEN p.purpose ELSE r.purpose END AS purpose, r.is_deny, r.objection
+    FROM raw r LEFT JOIN purposes p ON r.purpose = 'marketing' AND r.objection AND p.marketing
+    WHERE r.purpose <> 'marketing' OR p.purpose IS NOT NULL
 ),
 gpc AS (
     SELECT subject_id, purpose, min(ts_ms) AS first_gpc
@@ -40,8 +54,9 @@ reconsent AS (
     SELECT notice_id, max(version) AS min_version FROM notices WHERE requires_reconsent GROUP BY notice_id
 ),
 valid AS (
-    SELECT ev.subject_id, ev.purpose, ev.ts_ms, ev.seq, ev.is_deny
+    SELECT ev.subject_id, ev.purpose, ev.ts_ms, ev.seq, ev.is_deny, ev.objection AND p.marketing AS absolute
     FROM ev
+    JOIN purposes p ON p.purpose = ev.purpose
     LEFT JOIN gpc ON gpc.subject_id = ev.subject_id AND gpc.purpose = ev.purpose
     LEFT JOIN reconsent r ON r.notice_id = ev.notice_id
     WHERE ev.is_deny OR (
@@ -51,12 +66,13 @@ valid AS (
         AND NOT (gpc.first_gpc IS NOT NULL AND ev.ts_ms >= gpc.first_gpc AND NOT ev.confirmed)
     )
 ),
+-- the choice that decides: an absolute objection first, else the latest, a withdrawal winning ties
 latest AS (
-    SELECT subject_id, purpose, arg_max(NOT is_deny, (ts_ms, is_deny::INTEGER, seq)) AS granted
+    SELECT subject_id, purpose,
+           -- one 128-bit sort key (objection, time, withdrawal, record number): faster than a struct
+           arg_max(NOT is_deny, absolute::HUGEINT * (1::HUGEINT << 100) + ts_ms::HUGEINT * (1::HUGEINT << 40)
+                                + is_deny::HUGEINT * (1::HUGEINT << 39) + seq) AS granted
     FROM valid GROUP BY subject_id, purpose
-),
-objected AS (
-    SELECT DISTINCT subject_id, purpose FROM ev WHERE is_deny AND objection
 ),
 juris AS (
     SELECT subject_id, arg_max(jurisdiction, (ts_ms, seq)) AS j
@@ -67,44 +83,59 @@ people AS (
     FROM subjects s LEFT JOIN juris USING (subject_id)
     WHERE s.state <> 'erased'
 ),
-suppressed AS (
-    SELECT DISTINCT i.subject_id, sp.channel
-    FROM identifiers i JOIN suppressions sp ON sp.hash = i.contact_hash
+unusual AS (
+    SELECT subject_id, state FROM subjects WHERE state <> 'active'
 ),
-purposes AS (
-    SELECT * FROM (VALUES {purposes}) AS t(purpose, channel, marketing)
+-- people with a choice about a purpose, with what it decides (joined with the small tables only)
+chosen AS (
+    SELECT l.purpose, coalesce(juris.j, $default_j) AS j, coalesce(u.state = 'restricted', FALSE) AS restricted,
+           l.granted, l.subject_id
+    FROM latest l LEFT JOIN juris USING (subject_id) LEFT JOIN unusual u USING (subject_id)
+    WHERE u.state IS NULL OR u.state <> 'erased'
 ),
-bases AS (
-    SELECT * FROM (VALUES {bases}) AS t(purpose, j, basis)
-),
-decided AS (
-    SELECT p.purpose,
-        CASE
-            WHEN pe.restricted AND p.purpose <> 'necessary' THEN 'restricted'
-            WHEN p.marketing AND (o1.subject_id IS NOT NULL OR o2.subject_id IS NOT NULL) THEN 'not_consented'
+outcome_of AS (
+    SELECT x.*, CASE
+            WHEN x.restricted AND x.purpose <> 'necessary' THEN 'restricted'
             WHEN b.basis IN ('contract', 'legal_obligation') THEN 'allowed'
-            WHEN l.granted IS NOT NULL THEN CASE WHEN l.granted THEN 'allowed' ELSE 'not_consented' END
+            WHEN x.granted IS NOT NULL THEN CASE WHEN x.granted THEN 'allowed' ELSE 'not_consented' END
             WHEN b.basis = 'consent' OR b.basis IS NULL THEN 'not_consented'
             ELSE 'allowed'
-        END AS outcome,
-        p.channel, pe.subject_id
-    FROM people pe
-    CROSS JOIN purposes p
+        END AS outcome
+    FROM (
+        SELECT purpose, j, restricted, granted, count(*) AS n FROM chosen GROUP BY ALL
+        UNION ALL
+        -- everyone else gets the default of their basis: all people minus those with a choice
+        SELECT p.purpose, g.j, g.restricted, NULL AS granted, g.n - coalesce(c.n, 0) AS n
+        FROM (SELECT j, restricted, count(*) AS n FROM people GROUP BY ALL) g
+        CROSS JOIN purposes p
+        LEFT JOIN (SELECT purpose, j, restricted, count(*) AS n FROM chosen GROUP BY ALL) c
+            ON c.purpose = p.purpose AND c.j = g.j AND c.restricted = g.restricted
+    ) x
+    LEFT JOIN bases b ON b.purpose = x.purpose AND b.j = x.j
+),
+-- people on a do-not-contact list for the channel of a purpose they are otherwise usable for
+suppressed_people AS (
+    SELECT DISTINCT i.subject_id, sp.channel FROM identifiers i JOIN suppressions sp ON sp.hash = i.contact_hash
+),
+suppressed_usable AS (
+    SELECT p.purpose, count(DISTINCT sp.subject_id) AS n
+    FROM suppressed_people sp
+    JOIN purposes p ON p.channel IS NOT NULL AND (sp.channel = p.channel OR sp.channel = 'all')
+    JOIN people pe ON pe.subject_id = sp.subject_id
+    LEFT JOIN latest l ON l.subject_id = sp.subject_id AND l.purpose = p.purpose
     LEFT JOIN bases b ON b.purpose = p.purpose AND b.j = pe.j
-    LEFT JOIN latest l ON l.subject_id = pe.subject_id AND l.purpose = p.purpose
-    LEFT JOIN objected o1 ON o1.subject_id = pe.subject_id AND o1.purpose = p.purpose
-    LEFT JOIN objected o2 ON o2.subject_id = pe.subject_id AND o2.purpose = 'marketing'
+    WHERE NOT (pe.restricted AND p.purpose <> 'necessary')
+      AND (b.basis IN ('contract', 'legal_obligation')
+           OR (l.granted IS NULL AND b.basis NOT IN ('consent')) OR l.granted)
+    GROUP BY p.purpose
 )
-SELECT d.purpose,
-    count(*) FILTER (WHERE d.outcome = 'allowed' AND s1.subject_id IS NULL AND s2.subject_id IS NULL) AS usable,
-    count(*) FILTER (WHERE d.outcome = 'not_consented') AS not_consented,
-    count(*) FILTER (WHERE d.outcome = 'allowed' AND (s1.subject_id IS NOT NULL OR s2.subject_id IS NOT NULL))
-        AS suppressed,
-    count(*) FILTER (WHERE d.outcome = 'restricted') AS restricted
-FROM decided d
-LEFT JOIN suppressed s1 ON d.channel IS NOT NULL AND s1.subject_id = d.subject_id AND s1.channel = d.channel
-LEFT JOIN suppressed s2 ON d.channel IS NOT NULL AND s2.subject_id = d.subject_id AND s2.channel = 'all'
-GROUP BY d.purpose
+SELECT o.purpose,
+    coalesce(sum(o.n) FILTER (WHERE o.outcome = 'allowed'), 0) - coalesce(max(su.n), 0) AS usable,
+    coalesce(sum(o.n) FILTER (WHERE o.outcome = 'not_consented'), 0) AS not_consented,
+    coalesce(max(su.n), 0) AS suppressed,
+    coalesce(sum(o.n) FILTER (WHERE o.outcome = 'restricted'), 0) AS restricted
+FROM outcome_of o LEFT JOIN suppressed_usable su ON su.purpose = o.purpose
+GROUP BY o.purpose
 """
 
 
@@ -134,7 +165,7 @@ def audience_counts(consent: Consent, analytics: Analytics) -> dict[str, dict[st
     out = {p.name: {"usable": 0, "not_consented": 0, "suppressed": 0, "restricted": 0} for p in taxonomy}
     for purpose, usable, not_consented, suppressed, restricted in rows:
         out[purpose] = {
-            "usable": int(usable),
+            "usable": int(usable or 0),
             "not_consented": int(not_consented),
             "suppressed": int(suppressed),
             "restricted": int(restricted),
