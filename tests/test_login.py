@@ -39,6 +39,7 @@ async def test_login_logout_and_roles(settings: Settings) -> None:
 
         with a.rt.store.engine.connect() as conn:
             stored = conn.execute(select(users.c.password_hash)).scalar()
+        assert isinstance(stored, str)
         assert stored.startswith("$argon2id$") and "correct horse" not in stored
 
 
