@@ -30,6 +30,7 @@ from candor.consent.suppression import SuppressionError, Suppressions
 from candor.events import DEFAULT_PERSONAL_PROPERTIES, Rejection, RequestError, Validator
 from candor.http import JSON, error
 from candor.ingest import Ingestor, Work
+from candor.profiles import Profiles
 from candor.security import RateLimited, RateLimits, SecurityHeaders
 from candor.store import Store
 from candor.store.engine import StoreUnavailable
@@ -60,6 +61,7 @@ class Runtime:
         self.ingestor = Ingestor(self.store, self.vault, consent=self.consent)
         self.suppressions = Suppressions(self.store, self.vault, settings.default_phone_region)
         self.analytics = Analytics(self.store)
+        self.profiles = Profiles(self.store, self.vault, self.consent)
         self.checkpoints = audit.Checkpoints(self.store, self.vault, settings.data_dir)
         self.limits = RateLimits(settings)
         self._validators: dict[tuple[int, frozenset[str]], Validator] = {}
@@ -196,6 +198,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     from candor import auth_api
 
     app.include_router(auth_api.router)
+    from candor import profiles_api
+
+    app.include_router(profiles_api.router)
     from candor.consent import api as consent_api
 
     app.include_router(consent_api.router)
