@@ -207,3 +207,23 @@ def test_split_personal_never_leaves_a_personal_key_in_clear(value: Any) -> None
         return False
 
     assert not has_key(clear)
+
+
+@settings(max_examples=300, derandomize=True)
+@given(
+    st.from_regex(r"[A-Za-z0-9._%+'-]{1,20}@[A-Za-z0-9-]{1,12}(\.[A-Za-z0-9-]{1,8}){1,3}", fullmatch=True)
+    | st.emails()
+    | st.text(max_size=30)
+)
+def test_email_fast_path_agrees_with_email_validator(value: str) -> None:
+    """The regular-expression fast path must never accept what email-validator refuses, nor
+    normalise differently."""
+    from email_validator import EmailNotValidError, validate_email
+
+    from candor import normalize
+
+    try:
+        expected: str | None = str(validate_email(value.strip(), check_deliverability=False).normalized).lower()
+    except EmailNotValidError:
+        expected = None
+    assert normalize.email(value) == expected

@@ -42,6 +42,20 @@ from candor.vault import Vault
 log = logging.getLogger("candor.ingest")
 
 MAX_GROUP_EVENTS = 10_000
+EVENT_COLUMNS = (
+    "source_id",
+    "message_id",
+    "type",
+    "event",
+    "subject_id",
+    "user_pid",
+    "anon_pid",
+    "ts_ms",
+    "received_ms",
+    "properties",
+    "context",
+    "sealed",
+)
 CHUNK = 500
 _STOP = object()
 
@@ -77,6 +91,7 @@ class Ingestor:
         self.vault = vault
         self.consent = consent
         self._signal_seen: dict[str, str] = {}
+        self._insert_sql: str | None = None
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._ids: dict[tuple[str, str], str] = {}
@@ -119,6 +134,15 @@ class Ingestor:
         fut: concurrent.futures.Future[WriteResult] = concurrent.futures.Future()
         self._queue.put((work, None, fut))
         return fut.result(timeout)
+
+    def _events_sql(self, conn: Any) -> str:
+        if self._insert_sql is None:
+            marks = ", ".join(["?" if conn.dialect.paramstyle == "qmark" else "%s"] * len(EVENT_COLUMNS))
+            self._insert_sql = (
+                f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES ({marks}) "
+                "ON CONFLICT (source_id, message_id) DO NOTHING"
+            )
+        return self._insert_sql
 
     # -- consent -------------------------------------------------------------------------------
     def _gate(self, m: Message, known: dict[tuple[str, str], str], conn: Any) -> str | None:
@@ -324,6 +348,15 @@ class Ingestor:
             # identifiers; only an anonymous daily count per event name is kept
             blocked: dict[tuple[str, int, str, str], int] = defaultdict(int)
             if self.consent is not None:
+                gated = [
+                    known[ident]
+                    for _, m in fresh
+                    if m.required
+                    for ident in m.identifiers[:2]
+                    if ident in known and ident[0] in ("user_id", "anonymous_id")
+                ]
+                if gated:
+                    self.consent.preload(gated, conn)
                 kept = []
                 for w, m in fresh:
                     missing = self._gate(m, known, conn) if m.required else None
@@ -444,7 +477,9 @@ class Ingestor:
                     }
                 )
             if event_rows:
-                conn.execute(store.insert_ignore(events), event_rows)
+                # the hot insert goes straight to the driver: SQLAlchemy's per-row processing costs more
+                # than the insert itself here
+                conn.exec_driver_sql(self._events_sql(conn), [tuple(r[c] for c in EVENT_COLUMNS) for r in event_rows])
 
             # 7. identity edges (append-only log; first evidence of each pair is kept)
             if new_edges:

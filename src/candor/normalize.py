@@ -11,7 +11,7 @@ import re
 import unicodedata
 
 import phonenumbers
-from email_validator import EmailNotValidError, validate_email
+from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 
 # Values that client code sends when it has no real identifier; they must never link two people.
 JUNK_IDENTIFIERS = frozenset(
@@ -56,10 +56,31 @@ def text_id(value: object) -> str | None:
     return v
 
 
+# Plain ASCII addresses that email-validator accepts as they are: checked here in one regular
+# expression, the rest (internationalised, quoted, unusual) goes through email-validator.
+_SIMPLE_EMAIL = re.compile(
+    r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+(?P<tld>[a-z]{2,63})"
+)
+_SPECIAL_DOMAINS = frozenset(SPECIAL_USE_DOMAIN_NAMES)
+
+
+def _special(domain: str) -> bool:
+    """Special-use domains (RFC 6761: localhost, test, invalid, ...) that email-validator refuses."""
+    parts = domain.split(".")
+    return any(".".join(parts[i:]) in _SPECIAL_DOMAINS for i in range(len(parts)))
+
+
 def email(value: object) -> str | None:
     """Normalised, lower-cased email address, or None when the syntax is not an email."""
     if not isinstance(value, str) or not value.strip() or len(value) > 320:
         return None
+    simple = value.strip().lower()
+    if len(simple) <= 254 and simple.find("@") <= 64:
+        match = _SIMPLE_EMAIL.fullmatch(simple)
+        domain = simple.rpartition("@")[2]
+        if match is not None and "--" not in domain and not _special(domain):
+            return simple
     try:
         info = validate_email(value.strip(), check_deliverability=False)
     except EmailNotValidError:

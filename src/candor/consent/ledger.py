@@ -361,6 +361,27 @@ class Consent:
                 self._cache[subject_id] = (now + self.CACHE_SECONDS, loaded[0], loaded[1])
         return loaded
 
+    def preload(self, subject_ids: list[str], conn: Any) -> None:
+        """Load the state of many subjects in a few queries (the writer calls this once per group)."""
+        now = time.monotonic()
+        cache = self._cache
+        missing = [sid for sid in set(subject_ids) if (hit := cache.get(sid)) is None or hit[0] <= now]
+        for i in range(0, len(missing), 500):
+            chunk = missing[i : i + 500]
+            states = dict(
+                conn.execute(
+                    select(subjects.c.subject_id, subjects.c.state).where(subjects.c.subject_id.in_(chunk))
+                ).all()
+            )
+            recs: dict[str, list[Record]] = {sid: [] for sid in states}
+            for r in conn.execute(select(consent_records).where(consent_records.c.subject_id.in_(chunk))).mappings():
+                recs.setdefault(r["subject_id"], []).append(_record(r))
+            with self._lock:
+                if len(cache) > 500_000:
+                    cache.clear()
+                for sid, state in states.items():
+                    cache[sid] = (now + self.CACHE_SECONDS, recs.get(sid, []), state == "restricted")
+
     def can_use(self, subject_id: str | None, purpose: str, *, conn: Any = None, now: int | None = None) -> Decision:
         """The one decision: may this subject's data be used for this purpose, right now?"""
         try:
