@@ -215,20 +215,45 @@ def _status_kb(pid: int, field: str) -> int | None:
     return None
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (a server with several worker processes counts as one)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def _tree_kb(pid: int, field: str) -> int | None:
+    values = [_status_kb(p, field) for p in process_tree(pid)]
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None
+
+
 def rss_bytes(pid: int) -> int | None:
-    """Current resident set size of ``pid`` (VmRSS), or None when it has gone."""
-    kb = _status_kb(pid, "VmRSS")
+    """Current resident set size of ``pid`` and its worker processes (VmRSS), or None when gone."""
+    kb = _tree_kb(pid, "VmRSS")
     return None if kb is None else kb * 1024
 
 
 def hwm_bytes(pid: int) -> int | None:
-    """Peak resident set size of ``pid`` since it started (VmHWM)."""
-    kb = _status_kb(pid, "VmHWM")
+    """Peak resident set size of ``pid`` and its worker processes since they started (VmHWM)."""
+    kb = _tree_kb(pid, "VmHWM")
     return None if kb is None else kb * 1024
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of ``pid`` (all its threads) in seconds."""
+def _cpu_one(pid: int) -> float | None:
     try:
         with open(f"/proc/{pid}/stat") as fh:
             stat = fh.read()
@@ -236,6 +261,13 @@ def cpu_seconds(pid: int) -> float | None:
         return None
     fields = stat[stat.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of ``pid`` and its worker processes (all threads) in seconds."""
+    values = [_cpu_one(p) for p in process_tree(pid)]
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None
 
 
 class ProcSampler:

@@ -87,3 +87,8 @@ def test_configuration_errors_are_clear(tmp_path: Path, monkeypatch: pytest.Monk
 def test_version() -> None:
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0 and "candor" in result.output
+
+
+def test_serve_refuses_several_workers_on_sqlite(tmp_path: Path) -> None:
+    out = run(tmp_path, "serve", "--workers", "2", code=2)
+    assert "need PostgreSQL" in out

@@ -113,15 +113,16 @@ def _setup_logging(level: str) -> None:
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on (env CANDOR_HOST)")] = None,
     port: Annotated[int | None, typer.Option(help="Port (env CANDOR_PORT)")] = None,
-    workers: Annotated[int, typer.Option(help="Worker processes (PostgreSQL only for more than one)")] = 1,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (env CANDOR_WORKERS)")] = None,
 ) -> None:
     """Serve the API and the web pages."""
     import uvicorn
 
     s = settings(host=host, port=port)
     _setup_logging(s.log_level)
+    workers = workers or s.workers
     if workers > 1 and s.is_sqlite:
-        err.print("[red]error:[/red] --workers > 1 needs PostgreSQL (set CANDOR_DATABASE_URL)")
+        err.print("[red]error:[/red] several workers need PostgreSQL (set CANDOR_DATABASE_URL); SQLite has one writer")
         raise typer.Exit(2)
     rt = runtime(host=host, port=port)  # migrates and creates keys once, before workers start
     rt.close()

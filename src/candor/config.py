@@ -31,6 +31,7 @@ class Settings:
     previous_master_key: str = field(default="", metadata={"env": "CANDOR_PREVIOUS_MASTER_KEY", "secret": True})
     host: str = field(default="127.0.0.1", metadata={"env": "CANDOR_HOST"})
     port: int = field(default=8000, metadata={"env": "CANDOR_PORT"})
+    workers: int = field(default=1, metadata={"env": "CANDOR_WORKERS"})
     default_phone_region: str = field(default="US", metadata={"env": "CANDOR_DEFAULT_PHONE_REGION"})
     max_batch_bytes: int = field(default=500 * 1024, metadata={"env": "CANDOR_MAX_BATCH_BYTES"})
     max_event_bytes: int = field(default=32 * 1024, metadata={"env": "CANDOR_MAX_EVENT_BYTES"})
@@ -115,6 +116,8 @@ class Settings:
             value = getattr(self, name)
             if value and not Path(value).is_file():
                 raise ConfigError(f"{env}={value!r}: no such file")
+        if not 1 <= self.workers <= 64:
+            raise ConfigError("CANDOR_WORKERS must be between 1 and 64")
         if self.body_timeout_seconds < 1:
             raise ConfigError("CANDOR_BODY_TIMEOUT_SECONDS must be at least 1")
         url = self.database_url
