@@ -79,6 +79,7 @@ class Runtime:
                 self.plan,
                 frozenset(self.taxonomy.names()),
                 contact_hash=self.vault.contact_hash,
+                legacy_active=lambda: bool(self.vault.legacy_hmac_versions),
             )
             self._validators[key] = v
         return v

@@ -238,7 +238,10 @@ class Validator:
         purposes: frozenset[str] | None = None,
         tcf_map: dict[int, str] | None = None,
         contact_hash: Any = None,
+        legacy_active: Any = None,
     ) -> None:
+        # whether any older HMAC key is in its rotation window (cheap check before the work)
+        self.legacy_active = legacy_active or (lambda: True)
         self.contact_hash = contact_hash
         self.pseudonym = pseudonym
         self.legacy_pseudonyms = legacy_pseudonyms
@@ -378,7 +381,7 @@ class Validator:
                 ident: ch(t, v) for (t, v), ident in zip(raw_ids, ids, strict=True) if t in ("email", "phone")
             } or None
         legacy = None
-        if self.legacy_pseudonyms is not None:
+        if self.legacy_pseudonyms is not None and self.legacy_active():
             lp = self.legacy_pseudonyms
             legacy = {ident: old for (t, v), ident in zip(raw_ids, ids, strict=True) if (old := lp(t, v))}
             if previous_id is not None:
