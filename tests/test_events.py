@@ -227,3 +227,10 @@ def test_email_fast_path_agrees_with_email_validator(value: str) -> None:
     except EmailNotValidError:
         expected = None
     assert normalize.email(value) == expected
+
+
+def test_special_use_domains_are_single_labels() -> None:
+    """normalize._special relies on every special-use domain being one label."""
+    from email_validator import SPECIAL_USE_DOMAIN_NAMES
+
+    assert all("." not in d for d in SPECIAL_USE_DOMAIN_NAMES)

@@ -67,8 +67,8 @@ _SPECIAL_DOMAINS = frozenset(SPECIAL_USE_DOMAIN_NAMES)
 
 def _special(domain: str) -> bool:
     """Special-use domains (RFC 6761: localhost, test, invalid, ...) that email-validator refuses."""
-    parts = domain.split(".")
-    return any(".".join(parts[i:]) in _SPECIAL_DOMAINS for i in range(len(parts)))
+    # every special-use name is a single label, so only the last label (or the whole domain) can be one
+    return domain.rpartition(".")[2] in _SPECIAL_DOMAINS or domain in _SPECIAL_DOMAINS
 
 
 def email(value: object) -> str | None:
