@@ -106,7 +106,7 @@ def random_store(rt: Runtime, rng: random.Random, people: int) -> None:
         )
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
 @pytest.mark.parametrize("jurisdiction", ["EU", "US-CA"])
 def test_duckdb_matches_the_resolver(make_settings: Callable[..., Settings], seed: int, jurisdiction: str) -> None:
     rt = Runtime(make_settings(default_jurisdiction=jurisdiction))
@@ -115,5 +115,19 @@ def test_duckdb_matches_the_resolver(make_settings: Callable[..., Settings], see
         expected = resolver_counts(rt.consent, rt.suppressions)
         assert duckdb_counts(rt.consent, Analytics(rt.store)) == expected
         assert sum(expected["analytics"].values()) == 300
+    finally:
+        rt.close()
+
+
+def test_empty_store_and_people_without_choices(make_settings: Callable[..., Settings]) -> None:
+    rt = Runtime(make_settings(default_jurisdiction="EU"))
+    try:
+        assert duckdb_counts(rt.consent, Analytics(rt.store)) == resolver_counts(rt.consent, rt.suppressions)
+        with rt.store.write() as conn:
+            conn.execute(subjects.insert(), [{"subject_id": secrets.token_hex(16), "created_ms": 0, "state": "active"}])
+        counts = duckdb_counts(rt.consent, Analytics(rt.store))
+        assert counts == resolver_counts(rt.consent, rt.suppressions)
+        assert counts["analytics"]["not_consented"] == 1 and counts["necessary"]["usable"] == 1
+        assert counts["marketing.post"]["usable"] == 1  # legitimate interest in the EU
     finally:
         rt.close()
