@@ -242,3 +242,23 @@ async def test_gpp_opt_out_in_an_event_is_recorded(make_settings: Callable[..., 
         assert d["allowed"] is False
         proof = (await a.client.get("/v1/consent/proof", params={"anonymousId": "k1"}, headers=bearer(a.owner))).json()
         assert proof["records"][0]["source"] == "gpp" and proof["records"][0]["raw_signal"].startswith("DBABLA")
+
+
+def test_remembered_decisions_end_when_a_grant_expires(make_settings: Callable[..., Settings]) -> None:
+    import time as _time
+
+    from candor.app import Runtime
+    from candor.store import now_ms
+
+    rt = Runtime(make_settings(default_jurisdiction="EU"))
+    try:
+        with rt.store.write() as conn:
+            sid, _ = rt.consent.ensure_subject(conn, "user_id", "exp-1")
+            rt.consent.record(conn, sid, granted={"analytics"}, source="api", actor="test", expires_ms=now_ms() + 150)
+        assert rt.consent.can_use(sid, "analytics").allowed
+        assert rt.consent.can_use(sid, "analytics").allowed  # from memory
+        _time.sleep(0.3)
+        d = rt.consent.can_use(sid, "analytics")
+        assert not d.allowed and "expired" in d.reasons[0]
+    finally:
+        rt.close()

@@ -76,6 +76,8 @@ class Consent:
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[float, list[Record], bool]] = {}
         self._reconsent: tuple[float, dict[str, int]] = (0.0, {})
+        # decisions already made: subject → purpose → (monotonic expiry, valid-until ms, decision)
+        self._memo: dict[str, dict[str, tuple[float, int, Decision]]] = {}
 
     # -- notices -------------------------------------------------------------------------------
     def add_notice(
@@ -123,6 +125,7 @@ class Consent:
                 details={"sha256": sha, "requires_reconsent": requires_reconsent},
             )
         self._reconsent = (0.0, {})
+        self.invalidate()  # a notice that requires re-consent changes decisions at once
         return Notice(notice_id, version, language, sha, requires_reconsent, text)
 
     def notice(self, notice_id: str, version: int | None = None, language: str = "en") -> Notice | None:
@@ -332,8 +335,10 @@ class Consent:
         with self._lock:
             if subject_id is None:
                 self._cache.clear()
+                self._memo.clear()
             else:
                 self._cache.pop(subject_id, None)
+                self._memo.pop(subject_id, None)
 
     # -- deciding ------------------------------------------------------------------------------
     def _state(self, subject_id: str, conn: Any = None) -> tuple[list[Record], bool] | None:
@@ -381,6 +386,7 @@ class Consent:
                     cache.clear()
                 for sid, state in states.items():
                     cache[sid] = (now + self.CACHE_SECONDS, recs.get(sid, []), state == "restricted")
+                    self._memo.pop(sid, None)
 
     def can_use(self, subject_id: str | None, purpose: str, *, conn: Any = None, now: int | None = None) -> Decision:
         """The one decision: may this subject's data be used for this purpose, right now?"""
@@ -398,14 +404,34 @@ class Consent:
                 p.basis_in(self.default_jurisdiction),
                 self.default_jurisdiction,
             )
+        assert subject_id is not None
         records, restricted = state
+        live = now is None
+        current = now_ms() if now is None else now
+        if live:
+            memo = self._memo.get(subject_id)
+            hit = memo.get(purpose) if memo else None
+            if hit is not None and hit[0] > time.monotonic() and hit[1] > current:
+                return hit[2]
         ctx = Context(
             jurisdiction_of(records, self.default_jurisdiction),
-            now if now is not None else now_ms(),
+            current,
             restricted,
             self.reconsent_from(conn),
         )
-        return resolve(records, p, ctx)
+        decision = resolve(records, p, ctx)
+        if live:
+            # valid until the cache entry ages or the next grant of this person expires
+            until = min((r.expires_ms for r in records if r.expires_ms and r.expires_ms > current), default=2**62)
+            with self._lock:
+                if len(self._memo) > 500_000:
+                    self._memo.clear()
+                self._memo.setdefault(subject_id, {})[purpose] = (
+                    time.monotonic() + self.CACHE_SECONDS,
+                    until,
+                    decision,
+                )
+        return decision
 
     def allowed_without_choice(self, purpose: str) -> bool:
         """Whether a person with no choice on record may be processed for ``purpose`` (opt-out basis)."""
