@@ -423,14 +423,13 @@ class Consent:
         if live:
             # valid until the cache entry ages or the next grant of this person expires
             until = min((r.expires_ms for r in records if r.expires_ms and r.expires_ms > current), default=2**62)
-            with self._lock:
-                if len(self._memo) > 500_000:
-                    self._memo.clear()
-                self._memo.setdefault(subject_id, {})[purpose] = (
-                    time.monotonic() + self.CACHE_SECONDS,
-                    until,
-                    decision,
-                )
+            remembered = self._memo
+            if len(remembered) > 500_000:
+                remembered.clear()
+            per = remembered.get(subject_id)
+            if per is None:
+                per = remembered[subject_id] = {}
+            per[purpose] = (time.monotonic() + self.CACHE_SECONDS, until, decision)
         return decision
 
     def allowed_without_choice(self, purpose: str) -> bool:
