@@ -215,8 +215,23 @@ def _status_kb(pid: int, field: str) -> int | None:
     return None
 
 
+_TREE_CACHE: dict[int, tuple[float, list[int]]] = {}
+
+
 def process_tree(pid: int) -> list[int]:
-    """``pid`` and all its descendants (a server with several worker processes counts as one)."""
+    """``pid`` and all its descendants (a server with several worker processes counts as one).
+
+    Walking /proc costs CPU that the server under test needs, so the answer is reused for 5 s.
+    """
+    hit = _TREE_CACHE.get(pid)
+    if hit is not None and time.monotonic() - hit[0] < 5.0:
+        return hit[1]
+    tree = _walk_tree(pid)
+    _TREE_CACHE[pid] = (time.monotonic(), tree)
+    return tree
+
+
+def _walk_tree(pid: int) -> list[int]:
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():

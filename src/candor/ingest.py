@@ -162,7 +162,8 @@ class Ingestor:
                 if signal is None and not consent.allowed_without_choice(purpose):
                     return purpose
                 continue
-            d = consent.can_use(sid, purpose, conn=conn)
+            # the state cache already holds this group's people: remembering decisions would cost more
+            d = consent.can_use(sid, purpose, conn=conn, remember=False)
             if d.allowed:
                 continue
             # the event's own "yes" counts unless the ledger holds an explicit no or a restriction

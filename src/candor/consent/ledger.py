@@ -388,7 +388,9 @@ class Consent:
                     cache[sid] = (now + self.CACHE_SECONDS, recs.get(sid, []), state == "restricted")
                     self._memo.pop(sid, None)
 
-    def can_use(self, subject_id: str | None, purpose: str, *, conn: Any = None, now: int | None = None) -> Decision:
+    def can_use(
+        self, subject_id: str | None, purpose: str, *, conn: Any = None, now: int | None = None, remember: bool = True
+    ) -> Decision:
         """The one decision: may this subject's data be used for this purpose, right now?"""
         try:
             p = self.taxonomy.get(purpose)
@@ -406,7 +408,7 @@ class Consent:
             )
         assert subject_id is not None
         records, restricted = state
-        live = now is None
+        live = now is None and remember
         current = now_ms() if now is None else now
         if live:
             memo = self._memo.get(subject_id)
