@@ -32,6 +32,6 @@ def test_every_table_is_classified() -> None:
 def test_subject_tables_name_their_subject_column() -> None:
     for table, column in SUBJECT_TABLES.items():
         assert column in metadata.tables[table].c, f"{table}.{column} does not exist"
-    for name, table in metadata.tables.items():
-        if "subject_id" in table.c and name not in SUBJECT_TABLES:
+    for name, tbl in metadata.tables.items():
+        if "subject_id" in tbl.c and name not in SUBJECT_TABLES:
             assert name == "audit_log", f"{name} has a subject_id but is not in SUBJECT_TABLES"

@@ -8,6 +8,8 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -100,6 +102,19 @@ def runtime(**overrides: Any) -> Any:
     except (StoreUnavailable, VaultError, ConfigError) as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
+
+
+@contextmanager
+def opened(*errors: type[Exception], **overrides: Any) -> Iterator[Any]:
+    """A Runtime for one command, closed afterwards; ``errors`` become a red message and exit 1."""
+    rt = runtime(**overrides)
+    try:
+        yield rt
+    except errors as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    finally:
+        rt.close()
 
 
 def _setup_logging(level: str) -> None:
@@ -231,25 +246,18 @@ def sources_create(
     personal: Annotated[str, typer.Option(help="Comma-separated property names to treat as personal")] = "",
 ) -> None:
     """Create a source and print its write key (shown once; stored hashed)."""
-    rt = runtime()
-    try:
+    with opened(ValueError) as rt:
         key = rt.directory.create_source(
             name, strict=strict, personal=[p.strip() for p in personal.split(",") if p.strip()]
         )
-    except ValueError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
-    finally:
-        rt.close()
     print(key)
 
 
 @sources_app.command("list")
 def sources_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List sources (never their keys)."""
-    rt = runtime()
-    rows = rt.directory.list_sources()
-    rt.close()
+    with opened() as rt:
+        rows = rt.directory.list_sources()
     if as_json:
         print(json.dumps(rows, indent=2))
         return
@@ -266,14 +274,8 @@ def tokens_create(
     ttl_days: Annotated[float | None, typer.Option(help="Expire after this many days")] = None,
 ) -> None:
     """Create a staff API token and print it (shown once; stored hashed)."""
-    rt = runtime()
-    try:
+    with opened(ValueError) as rt:
         token = rt.directory.create_token(name, role, ttl_days)
-    except ValueError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
-    finally:
-        rt.close()
     print(token)
 
 
@@ -290,23 +292,16 @@ def users_create(
         password = sys.stdin.readline().rstrip("\n")
     else:
         password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
-    rt = runtime()
-    try:
+    with opened(ValueError) as rt:
         uid = rt.directory.create_user(username, role, password)
-    except ValueError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
-    finally:
-        rt.close()
     console.print(f"user {username} created (id {uid}, role {role})")
 
 
 @tokens_app.command("list")
 def tokens_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List tokens (never the secrets)."""
-    rt = runtime()
-    rows = rt.directory.list_tokens()
-    rt.close()
+    with opened() as rt:
+        rows = rt.directory.list_tokens()
     if as_json:
         print(json.dumps(rows, indent=2))
         return
@@ -327,9 +322,8 @@ def tokens_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
 @tokens_app.command("revoke")
 def tokens_revoke(token_id: int) -> None:
     """Revoke a token by id; it stops working within seconds."""
-    rt = runtime()
-    ok = rt.directory.revoke_token(token_id)
-    rt.close()
+    with opened() as rt:
+        ok = rt.directory.revoke_token(token_id)
     if not ok:
         err.print(f"[red]error:[/red] no active token with id {token_id}")
         raise typer.Exit(1)
@@ -342,9 +336,8 @@ def stats(as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = 
     """Accepted, duplicate and rejected events per source and type."""
     from candor.stats import collect_stats
 
-    rt = runtime()
-    data = collect_stats(rt.store)
-    rt.close()
+    with opened() as rt:
+        data = collect_stats(rt.store)
     if as_json:
         print(json.dumps(data, indent=2))
         return
@@ -385,11 +378,8 @@ def audit_verify(as_json: Annotated[bool, typer.Option("--json")] = False) -> No
     """Check the hash chain and signed checkpoints; exit 1 naming the first bad entry."""
     from candor import audit
 
-    rt = runtime()
-    try:
+    with opened() as rt:
         result = audit.verify(rt.store, rt.checkpoints)
-    finally:
-        rt.close()
     if as_json:
         print(json.dumps(result.as_dict()))
     elif result.ok:
@@ -405,11 +395,8 @@ def audit_verify(as_json: Annotated[bool, typer.Option("--json")] = False) -> No
 @audit_app.command("checkpoint")
 def audit_checkpoint() -> None:
     """Sign the current head of the chain into the checkpoint file."""
-    rt = runtime()
-    try:
+    with opened() as rt:
         cp = rt.checkpoints.write()
-    finally:
-        rt.close()
     console.print(f"checkpoint at entry {cp['seq']} written to {rt.checkpoints.path}")
 
 
@@ -421,12 +408,9 @@ def audit_list(
     """Print audit entries as JSON lines."""
     from candor import audit
 
-    rt = runtime()
-    try:
+    with opened() as rt:
         for entry in audit.entries(rt.store, after=after, limit=limit):
             print(json.dumps(entry))
-    finally:
-        rt.close()
 
 
 # -- keys ----------------------------------------------------------------------------------------
@@ -437,22 +421,15 @@ def keys_rotate() -> None:
 
     from candor import keys
 
-    rt = runtime()
-    try:
-        with Progress(console=err, transient=True) as progress:
-            task = progress.add_task("re-wrapping keys", total=None)
-            report = keys.rotate_master(
-                rt.settings,
-                rt.store,
-                rt.vault,
-                on_start=lambda n: progress.update(task, total=n),
-                on_progress=lambda n: progress.advance(task, n),
-            )
-    except RuntimeError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
-    finally:
-        rt.close()
+    with opened(RuntimeError) as rt, Progress(console=err, transient=True) as progress:
+        task = progress.add_task("re-wrapping keys", total=None)
+        report = keys.rotate_master(
+            rt.settings,
+            rt.store,
+            rt.vault,
+            on_start=lambda n: progress.update(task, total=n),
+            on_progress=lambda n: progress.advance(task, n),
+        )
     console.print(f"master key rotated to {report.new_kek_id}: {report.rewrapped} keys re-wrapped")
     if rt.settings.master_key:
         console.print("now remove CANDOR_PREVIOUS_MASTER_KEY from every process's environment")
@@ -463,11 +440,8 @@ def keys_rotate_hmac() -> None:
     """Start a new pseudonym (HMAC) key version; old pseudonyms resolve until retired."""
     from candor import keys
 
-    rt = runtime()
-    try:
+    with opened() as rt:
         version = keys.rotate_hmac(rt.store, rt.vault)
-    finally:
-        rt.close()
     console.print(f"HMAC key version {version} is now current")
 
 
@@ -476,14 +450,8 @@ def keys_retire_hmac(version: int) -> None:
     """End the rotation window of an old HMAC key version (destroys it)."""
     from candor import keys
 
-    rt = runtime()
-    try:
+    with opened(ValueError) as rt:
         removed = keys.retire_hmac(rt.store, rt.vault, version)
-    except ValueError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
-    finally:
-        rt.close()
     console.print(f"HMAC key version {version} retired; {removed} old pseudonyms deleted")
 
 
@@ -492,11 +460,8 @@ def keys_status() -> None:
     """Key ids and versions in force (never the keys)."""
     from candor import keys
 
-    rt = runtime()
-    try:
+    with opened() as rt:
         print(json.dumps(keys.status(rt.store, rt.vault), indent=2))
-    finally:
-        rt.close()
 
 
 # -- consent -------------------------------------------------------------------------------------
@@ -510,14 +475,8 @@ def suppression_import(
     """Import an external do-not-contact list (CSV of emails, phones or addresses)."""
     from candor.consent.suppression import SuppressionError
 
-    rt = runtime()
-    try:
+    with opened(SuppressionError) as rt:
         report = rt.suppressions.import_file(file, channel, reason, source=source or file.name)
-    except SuppressionError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
-    finally:
-        rt.close()
     console.print(
         f"{report.rows} rows: {report.added} suppressed on {channel}, {report.already} already were; "
         f"{report.matched_profiles} known profiles matched"
@@ -541,14 +500,8 @@ def suppression_add(
     if bool(email) == bool(phone):
         err.print("[red]error:[/red] give exactly one of --email or --phone")
         raise typer.Exit(2)
-    rt = runtime()
-    try:
+    with opened(SuppressionError) as rt:
         added = rt.suppressions.add(channel, "email" if email else "phone", email or phone, reason)
-    except SuppressionError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
-    finally:
-        rt.close()
     console.print("suppressed" if added else "already suppressed")
 
 
@@ -563,23 +516,16 @@ def notices_add(
     """Add a notice version (notices are never edited)."""
     from candor.consent.ledger import ConsentError
 
-    rt = runtime()
-    try:
+    with opened(ConsentError) as rt:
         n = rt.consent.add_notice(notice_id, version, language, file.read_text(), requires_reconsent=reconsent)
-    except ConsentError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
-    finally:
-        rt.close()
     console.print(f"notice {n.notice_id} v{n.version} ({n.language}) sha256 {n.sha256}")
 
 
 @notices_app.command("list")
 def notices_list() -> None:
     """List notice versions with the SHA-256 of their texts."""
-    rt = runtime()
-    rows = rt.consent.list_notices()
-    rt.close()
+    with opened() as rt:
+        rows = rt.consent.list_notices()
     print(json.dumps(rows, indent=2))
 
 
@@ -595,12 +541,9 @@ def consent_explain(
     if len(given) != 1:
         err.print("[red]error:[/red] give exactly one of --user-id, --anonymous-id or --email")
         raise typer.Exit(2)
-    rt = runtime()
-    try:
+    with opened() as rt:
         sid = rt.consent.subject_for(*given[0])
         decisions = rt.consent.explain(sid, [purpose] if purpose else None)
-    finally:
-        rt.close()
     print(json.dumps({"found": sid is not None, "decisions": [d.as_dict() for d in decisions]}, indent=2))
 
 
@@ -609,11 +552,8 @@ def consent_audience() -> None:
     """Usable / not consented / suppressed / restricted people per purpose."""
     from candor.consent.audience import audience_counts
 
-    rt = runtime()
-    try:
+    with opened() as rt:
         counts = audience_counts(rt.consent, rt.analytics)
-    finally:
-        rt.close()
     table = Table("purpose", "usable", "not consented", "suppressed", "restricted")
     for p, c in counts.items():
         table.add_row(p, *(str(c[k]) for k in ("usable", "not_consented", "suppressed", "restricted")))
