@@ -20,7 +20,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -32,30 +31,14 @@ from typing import IO, Any
 
 import httpx
 
+from candor.testing import candor_command, free_port
+
 HOST = "127.0.0.1"
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 class BenchServerError(RuntimeError):
     """The server did not start or stop, or a CLI command failed."""
-
-
-def free_port(host: str = HOST) -> int:
-    """A TCP port nothing listens on right now (the kernel picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def candor_command() -> list[str]:
-    """The ``candor`` console script of this interpreter's environment."""
-    script = Path(sys.executable).with_name("candor")
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("candor")
-    if found:
-        return [found]
-    return [sys.executable, "-c", "from candor.cli import main; main()"]
 
 
 def server_env(data_dir: Path, log_level: str = "warning", extra: dict[str, str] | None = None) -> dict[str, str]:

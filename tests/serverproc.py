@@ -13,12 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +23,8 @@ from types import TracebackType
 from typing import IO, Any
 
 import httpx
+
+from candor.testing import candor_command, free_port
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 30.0
@@ -37,24 +36,6 @@ GRACEFUL_EXIT_CODES = (0, -signal.SIGTERM)
 
 class ServerError(RuntimeError):
     """The server did not start, did not stop, or a CLI command failed."""
-
-
-def free_port(host: str = HOST) -> int:
-    """A TCP port that nothing listens on right now (the kernel picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def candor_command() -> list[str]:
-    """The ``candor`` console script of this interpreter's environment."""
-    script = Path(sys.executable).with_name("candor")
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("candor")
-    if found:
-        return [found]
-    return [sys.executable, "-c", "from candor.cli import main; main()"]
 
 
 def clean_env(data_dir: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
