@@ -151,3 +151,21 @@ async def test_tokens_elsewhere_than_the_authorization_header_are_ignored(tmp_pa
         assert (await a.client.get(f"/v1/stats?token={a.owner}")).status_code == 401
         assert (await a.client.get("/v1/stats", headers={"X-Api-Key": a.owner})).status_code == 401
         assert (await a.client.get("/v1/stats", headers={"Cookie": f"token={a.owner}"})).status_code == 401
+
+
+async def test_slow_bodies_are_cut_off(tmp_path: Any) -> None:
+    import asyncio
+
+    settings = Settings.from_env(env={}, data_dir=tmp_path, body_timeout_seconds=1)
+    async with api(settings) as a:
+
+        async def trickle() -> Any:
+            yield b'{"userId": "u", '
+            await asyncio.sleep(2.5)
+            yield b'"event": "E"}'
+
+        r = await a.client.post(
+            "/v1/track", content=trickle(), headers={**basic(a.write_key), "Content-Type": "application/json"}
+        )
+        assert r.status_code == 408 and r.json()["error"]["code"] == "body_timeout"
+        assert a.count() == 0
