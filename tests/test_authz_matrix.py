@@ -18,7 +18,7 @@ from tests.helpers import api, basic, bearer
 
 pytestmark = pytest.mark.anyio
 
-BUILTIN_PUBLIC = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+BUILTIN_PUBLIC = {"/openapi.json"}
 
 
 def declaration(route: RouteInfo) -> list[Any]:
@@ -169,3 +169,10 @@ async def test_slow_bodies_are_cut_off(tmp_path: Any) -> None:
         )
         assert r.status_code == 408 and r.json()["error"]["code"] == "body_timeout"
         assert a.count() == 0
+
+
+async def test_no_page_loads_third_party_scripts(tmp_path: Any) -> None:
+    async with api(Settings.from_env(env={}, data_dir=tmp_path)) as a:
+        assert (await a.client.get("/docs")).status_code == 404
+        r = await a.client.get("/openapi.json")
+        assert r.status_code == 200 and r.headers["content-security-policy"].startswith("default-src 'none'")

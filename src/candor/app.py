@@ -185,7 +185,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         "consent as the gate of every use, encryption at rest.",
         lifespan=lifespan,
         default_response_class=JSON,
-        docs_url="/docs",
+        # no interactive docs page: it would load scripts from a third-party CDN into staff browsers
+        docs_url=None,
         redoc_url=None,
     )
     app.state.candor = rt

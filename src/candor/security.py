@@ -67,14 +67,6 @@ SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
     (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
     (b"cross-origin-resource-policy", b"same-origin"),
 ]
-# The interactive API docs load their script and styles from the page itself and a CDN-free bundle is
-# not shipped by FastAPI, so /docs gets a policy that allows them.
-DOCS_CSP = (
-    b"default-src 'none'; script-src 'self' 'unsafe-inline' https:; style-src 'self' 'unsafe-inline' https:; "
-    b"img-src 'self' data: https:; connect-src 'self'; frame-ancestors 'none'"
-)
-
-
 class SecurityHeaders:
     """ASGI middleware adding protective headers to every HTTP response."""
 
@@ -85,7 +77,6 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        is_docs = scope.get("path") == "/docs"
 
         async def send_with_headers(message: Any) -> None:
             if message["type"] == "http.response.start":
@@ -93,7 +84,7 @@ class SecurityHeaders:
                 present = {k.lower() for k, _ in headers}
                 for k, v in SECURITY_HEADERS:
                     if k not in present:
-                        headers.append((k, DOCS_CSP if (is_docs and k == b"content-security-policy") else v))
+                        headers.append((k, v))
                 message["headers"] = headers
             await send(message)
 
