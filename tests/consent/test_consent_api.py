@@ -262,3 +262,12 @@ def test_remembered_decisions_end_when_a_grant_expires(make_settings: Callable[.
         assert not d.allowed and "expired" in d.reasons[0]
     finally:
         rt.close()
+
+
+async def test_oversized_consent_body_is_refused(eu: Settings) -> None:
+    async with api(eu) as a:
+        big = {"userId": "z", "granted": ["analytics"], "messageId": "m", "tcString": "x" * 4000}
+        big["padding"] = "y" * 40_000
+        r = await a.post("/v1/consent", big)
+        assert r.status_code == 413
+        assert count(a, consent_records) == 0

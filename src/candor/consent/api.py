@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any, Literal
 
@@ -144,9 +145,15 @@ async def record_consent(request: Request) -> Any:
     """Write key auth, like collection. A ``Sec-GPC: 1`` header also records an opt-out of sale and
     sharing and of targeted advertising, unless the person confirmed an opt-in explicitly."""
     rt = request.app.state.candor
-    raw = await request.body()
-    if len(raw) > rt.settings.max_event_bytes:
-        raise RequestError(413, "too_large", f"the body is larger than {rt.settings.max_event_bytes} bytes")
+    from candor.collect import read_body
+
+    try:
+        async with asyncio.timeout(rt.settings.body_timeout_seconds):
+            raw = await read_body(request, rt.settings.max_event_bytes)  # stops reading past the limit
+    except TimeoutError:
+        raise RequestError(
+            408, "body_timeout", f"the body took longer than {rt.settings.body_timeout_seconds} s"
+        ) from None
     data = parse_body(raw, rt.settings.max_json_depth)
     key = basic_username(request.headers.get("authorization")) or data.get("writeKey")
     source = rt.directory.source_for_key(key) if isinstance(key, str) and key else None
@@ -248,8 +255,6 @@ async def _record(request: Request, body: ConsentIn, actor: str, gpc: bool) -> A
             if not seqs:
                 raise ConsentError("nothing to record: grant or deny at least one purpose")
             return seqs
-
-    import asyncio
 
     seqs = await asyncio.get_running_loop().run_in_executor(None, write)
     return {"success": True, "seq": seqs}
