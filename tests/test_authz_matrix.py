@@ -176,3 +176,13 @@ async def test_no_page_loads_third_party_scripts(tmp_path: Any) -> None:
         assert (await a.client.get("/docs")).status_code == 404
         r = await a.client.get("/openapi.json")
         assert r.status_code == 200 and r.headers["content-security-policy"].startswith("default-src 'none'")
+
+
+async def test_every_route_has_a_body_size_limit(tmp_path: Any) -> None:
+    async with api(Settings.from_env(env={}, data_dir=tmp_path)) as a:
+        huge = b'{"id": "n", "version": 1, "text": "' + b"x" * (1024 * 1024 + 10) + b'"}'
+        r = await a.client.post(
+            "/v1/notices", content=huge, headers={**bearer(a.owner), "Content-Type": "application/json"}
+        )
+        assert r.status_code == 413 and r.json()["error"]["code"] == "too_large"
+        assert a.rt.consent.list_notices() == []

@@ -31,7 +31,7 @@ from candor.events import DEFAULT_PERSONAL_PROPERTIES, Rejection, RequestError, 
 from candor.http import JSON, error
 from candor.ingest import Ingestor, Work
 from candor.profiles import Profiles
-from candor.security import RateLimited, RateLimits, SecurityHeaders
+from candor.security import BodyLimit, RateLimited, RateLimits, SecurityHeaders
 from candor.store import Store
 from candor.store.engine import StoreUnavailable
 from candor.vault import Vault
@@ -323,6 +323,7 @@ def install_middleware(app: FastAPI, settings: Settings) -> None:
             allow_headers=["Authorization", "Content-Type", "Content-Encoding", "Sec-GPC"],
             max_age=600,
         )
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(AccessLog)
 

@@ -36,6 +36,7 @@ class Settings:
     max_batch_bytes: int = field(default=500 * 1024, metadata={"env": "CANDOR_MAX_BATCH_BYTES"})
     max_event_bytes: int = field(default=32 * 1024, metadata={"env": "CANDOR_MAX_EVENT_BYTES"})
     max_batch_events: int = field(default=2500, metadata={"env": "CANDOR_MAX_BATCH_EVENTS"})
+    max_request_bytes: int = field(default=1024 * 1024, metadata={"env": "CANDOR_MAX_REQUEST_BYTES"})
     max_json_depth: int = field(default=32, metadata={"env": "CANDOR_MAX_JSON_DEPTH"})
     log_level: str = field(default="info", metadata={"env": "CANDOR_LOG_LEVEL"})
     sqlite_synchronous: str = field(default="FULL", metadata={"env": "CANDOR_SQLITE_SYNCHRONOUS"})
@@ -89,6 +90,8 @@ class Settings:
                 "CANDOR_SQLITE_SYNCHRONOUS must be FULL, EXTRA or NORMAL; OFF would break the promise "
                 "that an acknowledged event is committed"
             )
+        if self.max_request_bytes < self.max_batch_bytes:
+            raise ConfigError("CANDOR_MAX_REQUEST_BYTES must be at least CANDOR_MAX_BATCH_BYTES")
         if not 1 <= self.max_json_depth <= 256:
             raise ConfigError("CANDOR_MAX_JSON_DEPTH must be between 1 and 256")
         from limits import parse
