@@ -44,5 +44,6 @@ STAFF_RESPONSES: dict[int | str, dict[str, Any]] = {
     "400": {"description": "Invalid parameters", "model": ErrorBody},
     "401": {"description": "Missing, unknown, expired or revoked API token", "model": ErrorBody},
     "403": {"description": "The token's role lacks the scope this route needs", "model": ErrorBody},
+    "413": {"description": "Request body larger than the limit", "model": ErrorBody},
     "429": {"description": "Rate limit exceeded; see Retry-After", "model": ErrorBody},
 }
