@@ -18,6 +18,7 @@ NOT_ABOUT_A_SUBJECT = {
     "suppressions": "keyed hashes kept on purpose after erasure (tombstones)",
     "audit_log": "pseudonymous ids only; kept as the record of processing",
     "audit_head": "the head of the audit chain",
+    "identity_jobs": "progress counters of identity jobs",
 }
 
 

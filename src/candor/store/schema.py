@@ -129,7 +129,77 @@ identity_edges = Table(
     Column("subject_id", String(32), nullable=True, index=True),
     Column("created_ms", BigInteger, nullable=False),
     Column("removed_ms", BigInteger, nullable=True),
+    # the subjects (key holders) the two identifiers belong to: profiles are components over subjects
+    Column("a_subject", String(32), nullable=True, index=True),
+    Column("b_subject", String(32), nullable=True, index=True),
+    # derived by the graph rules (identity/graph.py): linked, held (review), flagged (supernode), removed
+    Column("state", String(10), nullable=False, default="linked", server_default="linked"),
+    Column("removed_by", String(100), nullable=True),
     UniqueConstraint("a_type", "a_pid", "b_type", "b_pid", "rule", name="uq_identity_edges_pair"),
+    Index("ix_identity_edges_b", "b_type", "b_pid"),
+)
+
+# Profiles: connected components of subjects over the linked edges. A subject without a row here is a
+# profile of its own; the profile id is the smallest subject id of the component (deterministic, so a
+# replay of the edge log gives the same ids).
+profile_subjects = Table(
+    "profile_subjects",
+    metadata,
+    Column("subject_id", String(32), primary_key=True),
+    Column("profile_id", String(32), nullable=False, index=True),
+)
+
+# Identifiers that link too many profiles (a store's default email, a shared kiosk): they stop linking.
+identity_flags = Table(
+    "identity_flags",
+    metadata,
+    Column("id_type", String(40), primary_key=True),
+    Column("pseudonym", String(64), primary_key=True),
+    Column("subject_id", String(32), nullable=True, index=True),
+    Column("reason", String(200), nullable=False),
+    Column("neighbours", Integer, nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+)
+
+# Merges a person must decide: conflicting authenticated ids (an edge that was held) and probabilistic
+# matches in the grey zone (a candidate pair, no edge yet).
+identity_reviews = Table(
+    "identity_reviews",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("kind", String(20), nullable=False),  # conflict | candidate
+    Column("edge_id", BigInteger, nullable=True, index=True),
+    Column("a_type", String(40), nullable=False),
+    Column("a_pid", String(64), nullable=False),
+    Column("b_type", String(40), nullable=False),
+    Column("b_pid", String(64), nullable=False),
+    Column("a_subject", String(32), nullable=True, index=True),
+    Column("b_subject", String(32), nullable=True, index=True),
+    Column("score", Float, nullable=True),
+    Column("reason", String(300), nullable=False),
+    Column("state", String(10), nullable=False),  # open | approved | rejected
+    Column("created_ms", BigInteger, nullable=False),
+    Column("decided_ms", BigInteger, nullable=True),
+    Column("decided_by", String(100), nullable=True),
+)
+
+# Blocking keys for incremental probabilistic matching, as HMACs: a new record finds its candidates
+# without decrypting everyone. Derived from personal data, so erased with the subject.
+match_keys = Table(
+    "match_keys",
+    metadata,
+    Column("key_hash", String(64), primary_key=True),
+    Column("subject_id", String(32), primary_key=True),
+    Index("ix_match_keys_subject", "subject_id"),
+)
+
+# Long identity jobs (probabilistic resolution) keep their place here so an interrupted run resumes.
+identity_jobs = Table(
+    "identity_jobs",
+    metadata,
+    Column("name", String(40), primary_key=True),
+    Column("state", Text, nullable=False),  # JSON, no personal values
+    Column("updated_ms", BigInteger, nullable=False),
 )
 
 events = Table(
@@ -273,4 +343,14 @@ SUBJECT_TABLES: dict[str, str] = {
     "identity_edges": "subject_id",
     "events": "subject_id",
     "consent_records": "subject_id",
+    "profile_subjects": "subject_id",
+    "identity_flags": "subject_id",
+    "identity_reviews": "a_subject",
+    "match_keys": "subject_id",
+}
+
+# Further columns that also name a subject (a row about two people): erasure matches them too.
+SUBJECT_COLUMNS_EXTRA: dict[str, tuple[str, ...]] = {
+    "identity_edges": ("a_subject", "b_subject"),
+    "identity_reviews": ("b_subject",),
 }
