@@ -12,7 +12,7 @@ from sqlalchemy import select
 from candor.config import Settings
 from candor.events import iso_ms
 from candor.store import now_ms
-from candor.store.schema import event_counts, events, identifiers, identity_edges, rejected_events
+from candor.store.schema import profile_subjects, event_counts, events, identifiers, identity_edges, rejected_events
 from tests.helpers import api, basic, bearer
 
 pytestmark = pytest.mark.anyio
@@ -158,7 +158,11 @@ async def test_identifiers_pseudonymised_and_linked(settings: Settings) -> None:
         ids = rows(a.rt, identifiers)
         types = sorted(r["id_type"] for r in ids)
         assert types == ["anonymous_id", "email", "phone", "user_id"]
-        assert len({r["subject_id"] for r in ids}) == 1  # login after browsing joins the anonymous subject
+        # the account has a subject (a data key) of its own; the browser it logged in from joins its profile
+        assert len({r["subject_id"] for r in ids}) == 2
+        profiles = rows(a.rt, profile_subjects)
+        assert {p["subject_id"] for p in profiles} == {r["subject_id"] for r in ids}
+        assert len({p["profile_id"] for p in profiles}) == 1
         vault = a.rt.vault
         assert {r["pseudonym"] for r in ids if r["id_type"] == "email"} == {vault.pseudonym("email", "ann@example.com")}
         assert {r["pseudonym"] for r in ids if r["id_type"] == "phone"} == {vault.pseudonym("phone", "+14155550134")}

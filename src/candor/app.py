@@ -29,6 +29,7 @@ from candor.consent.signals import TrackingPlan
 from candor.consent.suppression import SuppressionError, Suppressions
 from candor.events import DEFAULT_PERSONAL_PROPERTIES, Rejection, RequestError, Validator
 from candor.http import JSON, error
+from candor.identity.service import Identity, identity_rules
 from candor.ingest import Ingestor, Work
 from candor.profiles import Profiles
 from candor.security import BodyLimit, RateLimited, RateLimits, SecurityHeaders
@@ -58,13 +59,18 @@ class Runtime:
             default_jurisdiction=settings.default_jurisdiction,
             ttl_days=settings.consent_ttl_days,
         )
-        self.ingestor = Ingestor(self.store, self.vault, consent=self.consent)
+        self.identity = Identity(self.store, self.vault, identity_rules(settings), on_change=self._profiles_changed)
+        self.ingestor = Ingestor(self.store, self.vault, consent=self.consent, identity=self.identity)
         self.suppressions = Suppressions(self.store, self.vault, settings.default_phone_region)
         self.analytics = Analytics(self.store)
         self.profiles = Profiles(self.store, self.vault, self.consent)
         self.checkpoints = audit.Checkpoints(self.store, self.vault, settings.data_dir)
         self.limits = RateLimits(settings)
         self._validators: dict[tuple[int, frozenset[str]], Validator] = {}
+
+    def _profiles_changed(self, subjects: set[str]) -> None:
+        for sid in subjects:
+            self.consent.invalidate(sid)
 
     def validator_for(self, source: SourceInfo) -> Validator:
         key = (source.id, source.personal_properties)
@@ -80,6 +86,7 @@ class Runtime:
                 frozenset(self.taxonomy.names()),
                 contact_hash=self.vault.contact_hash,
                 legacy_active=lambda: bool(self.vault.legacy_hmac_versions),
+                junk=self.settings.identity_junk_set,
             )
             self._validators[key] = v
         return v

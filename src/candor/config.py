@@ -55,6 +55,16 @@ class Settings:
         default="5/minute", metadata={"env": "CANDOR_RATE_LOGIN_FAILURES_PER_USER"}
     )
     audit_checkpoint_seconds: int = field(default=3600, metadata={"env": "CANDOR_AUDIT_CHECKPOINT_SECONDS"})
+    identity_limits: str = field(default="user_id=1", metadata={"env": "CANDOR_IDENTITY_LIMITS"})
+    identity_max_shared: int = field(default=10, metadata={"env": "CANDOR_IDENTITY_MAX_SHARED"})
+    identity_junk_values: str = field(default="", metadata={"env": "CANDOR_IDENTITY_JUNK_VALUES"})
+    identity_priority: str = field(
+        default="user_id,ext:loyalty_card,email,phone,anonymous_id", metadata={"env": "CANDOR_IDENTITY_PRIORITY"}
+    )
+    match_threshold: float = field(default=0.95, metadata={"env": "CANDOR_MATCH_THRESHOLD"})
+    match_review_threshold: float = field(default=0.80, metadata={"env": "CANDOR_MATCH_REVIEW_THRESHOLD"})
+    survivorship: str = field(default="recent", metadata={"env": "CANDOR_SURVIVORSHIP"})
+    trusted_sources: str = field(default="", metadata={"env": "CANDOR_TRUSTED_SOURCES"})
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -68,12 +78,15 @@ class Settings:
                 try:
                     if f.type in ("int", int):
                         values[f.name] = int(raw)
+                    elif f.type in ("float", float):
+                        values[f.name] = float(raw)
                     elif f.type in ("Path", Path):
                         values[f.name] = Path(raw)
                     else:
                         values[f.name] = raw
                 except ValueError as exc:
-                    raise ConfigError(f"{name}={raw!r} is not a whole number") from exc
+                    kind = "a number" if f.type in ("float", float) else "a whole number"
+                    raise ConfigError(f"{name}={raw!r} is not {kind}") from exc
         for key, value in overrides.items():
             if value is not None:
                 values[key] = Path(value) if key == "data_dir" else value
@@ -123,6 +136,15 @@ class Settings:
             raise ConfigError("CANDOR_WORKERS must be between 1 and 64")
         if self.body_timeout_seconds < 1:
             raise ConfigError("CANDOR_BODY_TIMEOUT_SECONDS must be at least 1")
+        self.identity_limit_map  # noqa: B018 - parses, raising ConfigError on a bad value
+        if self.identity_max_shared < 2:
+            raise ConfigError("CANDOR_IDENTITY_MAX_SHARED must be at least 2")
+        if not 0.0 < self.match_review_threshold <= self.match_threshold < 1.0:
+            raise ConfigError(
+                "CANDOR_MATCH_REVIEW_THRESHOLD and CANDOR_MATCH_THRESHOLD must satisfy 0 < review <= match < 1"
+            )
+        if self.survivorship not in ("recent", "trusted", "frequent"):
+            raise ConfigError("CANDOR_SURVIVORSHIP must be one of recent, trusted, frequent")
         url = self.database_url
         if url and not (url.startswith("sqlite") or url.startswith("postgresql")):
             raise ConfigError(
@@ -138,6 +160,30 @@ class Settings:
                 url = "postgresql+psycopg://" + url.split("://", 1)[1]
             return url
         return f"sqlite:///{(self.data_dir / 'candor.db').resolve()}"
+
+    @property
+    def identity_limit_map(self) -> dict[str, int]:
+        """CANDOR_IDENTITY_LIMITS parsed: ``user_id=1,email=3`` -> {"user_id": 1, "email": 3}."""
+        out: dict[str, int] = {}
+        for part in self.identity_limits.split(","):
+            if not part.strip():
+                continue
+            name, sep, n = part.partition("=")
+            try:
+                value = int(n)
+            except ValueError:
+                value = 0
+            if not sep or not name.strip() or value < 1:
+                raise ConfigError(
+                    f"CANDOR_IDENTITY_LIMITS={self.identity_limits!r}: "
+                    "write type=count pairs such as 'user_id=1,email=3'"
+                )
+            out[name.strip()] = value
+        return out
+
+    @property
+    def identity_junk_set(self) -> frozenset[str]:
+        return frozenset(v.strip().lower() for v in self.identity_junk_values.split(",") if v.strip())
 
     @property
     def cors_origin_list(self) -> list[str]:

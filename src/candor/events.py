@@ -239,7 +239,10 @@ class Validator:
         tcf_map: dict[int, str] | None = None,
         contact_hash: Any = None,
         legacy_active: Any = None,
+        junk: frozenset[str] = frozenset(),
     ) -> None:
+        # identifier values this brand knows to be placeholders (CANDOR_IDENTITY_JUNK_VALUES), lower-case
+        self.junk = junk
         # whether any older HMAC key is in its rotation window (cheap check before the work)
         self.legacy_active = legacy_active or (lambda: True)
         self.contact_hash = contact_hash
@@ -299,9 +302,17 @@ class Validator:
     ) -> Message:
         user_id = _id_value(msg, "userId")
         anonymous_id = _id_value(msg, "anonymousId")
+        junk = self.junk
+        if junk:
+            if user_id is not None and user_id.lower() in junk:
+                user_id = None
+            if anonymous_id is not None and anonymous_id.lower() in junk:
+                anonymous_id = None
         previous_id = None
         if mtype == "alias":
             previous_id = _id_value(msg, "previousId")
+            if previous_id is not None and previous_id.lower() in junk:
+                previous_id = None
             if previous_id is None:
                 raise _Reject("previousId is required for alias", "previousId")
             if user_id is None:
@@ -367,6 +378,8 @@ class Validator:
                     val = normalize.text_id(item.get("id"))
                     if val:
                         raw_ids.append(("ext:" + item["type"][:32], val))
+        if junk:
+            raw_ids = [(t, v) for t, v in raw_ids if v.lower() not in junk]
         pseudonym = self.pseudonym
         ids = [(t, pseudonym(t, v)) for t, v in raw_ids]
         user_pid = ids[0][1] if user_id is not None else None

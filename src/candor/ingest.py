@@ -26,6 +26,7 @@ from sqlalchemy import and_, select, tuple_
 from candor import metrics
 from candor.consent.ledger import Consent
 from candor.events import Message, Rejection
+from candor.identity.service import Identity
 from candor.store import Store, now_ms
 from candor.store.schema import (
     consent_blocked,
@@ -85,9 +86,15 @@ class Ingestor:
     """One writer thread per process; ``submit`` returns once the work is committed."""
 
     def __init__(
-        self, store: Store, vault: Vault, id_cache_size: int = 500_000, consent: Consent | None = None
+        self,
+        store: Store,
+        vault: Vault,
+        id_cache_size: int = 500_000,
+        consent: Consent | None = None,
+        identity: Identity | None = None,
     ) -> None:
         self.store = store
+        self.identity = identity
         self.vault = vault
         self.consent = consent
         self._signal_seen: dict[str, str] = {}
@@ -380,9 +387,14 @@ class Ingestor:
             contact_of: dict[tuple[str, str], str] = {}
             new_edges: dict[tuple[str, str, str, str, str], tuple[Work, Message, str]] = {}
             for w, m in fresh:
+                # the userId decides the subject: a new user never joins the subject of a browser
+                # someone else may have used; the identity graph links them at the profile level
                 sid = None
                 for ident in m.identifiers:
-                    if ident[0] in ("user_id", "anonymous_id"):
+                    if ident[0] == "user_id":
+                        sid = known.get(ident)
+                        break
+                    if ident[0] == "anonymous_id":
                         sid = known.get(ident)
                         if sid is not None:
                             break
@@ -497,11 +509,23 @@ class Ingestor:
                             "source_id": w.source_id,
                             "message_id": m.message_id,
                             "subject_id": real(sid),
+                            "a_subject": real(known[(k[0], k[1])]),
+                            "b_subject": real(known[(k[2], k[3])]),
                             "created_ms": ts,
                         }
                         for k, (w, m, sid) in new_edges.items()
                     ],
                 )
+                if self.identity is not None:
+                    # profiles: replay the closure of every subject a new edge touches (identity/graph.py)
+                    start: set[str] = set()
+                    for k in new_edges:
+                        sa, sb = real(known[(k[0], k[1])]), real(known[(k[2], k[3])])
+                        if sa != sb or (k[0], k[1]) not in new_ids or (k[2], k[3]) not in new_ids:
+                            start.add(sa)
+                            start.add(sb)
+                    if start:
+                        self.identity.after_edges(conn, start)
 
             # 8. consent carried by events: preference updates, GPC and TCF/GPP strings into the ledger
             if self.consent is not None:

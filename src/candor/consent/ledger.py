@@ -20,7 +20,7 @@ from candor import audit, normalize
 from candor.consent.purposes import Taxonomy, UnknownPurpose
 from candor.consent.resolver import Context, Decision, Record, jurisdiction_of, resolve
 from candor.store import Store, now_ms
-from candor.store.schema import consent_records, identifiers, notices, subjects
+from candor.store.schema import consent_records, identifiers, notices, profile_subjects, subjects
 from candor.vault import Vault
 
 SOURCES = (
@@ -351,8 +351,19 @@ class Consent:
             state = c.execute(select(subjects.c.state).where(subjects.c.subject_id == subject_id)).scalar()
             if state is None:
                 return None
-            rows = c.execute(select(consent_records).where(consent_records.c.subject_id == subject_id)).mappings().all()
-            return [_record(r) for r in rows], state == "restricted"
+            # one person, one set of choices: the records of every subject in the unified profile count
+            members = _profile_members(c, [subject_id]).get(subject_id, [subject_id])
+            rows = c.execute(select(consent_records).where(consent_records.c.subject_id.in_(members))).mappings().all()
+            restricted = state == "restricted"
+            if len(members) > 1:
+                restricted = restricted or bool(
+                    c.execute(
+                        select(subjects.c.subject_id)
+                        .where(and_(subjects.c.subject_id.in_(members), subjects.c.state == "restricted"))
+                        .limit(1)
+                    ).first()
+                )
+            return sorted((_record(r) for r in rows), key=_record_order), restricted
 
         if conn is None:
             with self.store.engine.connect() as c:
@@ -373,19 +384,32 @@ class Consent:
         missing = [sid for sid in set(subject_ids) if (hit := cache.get(sid)) is None or hit[0] <= now]
         for i in range(0, len(missing), 500):
             chunk = missing[i : i + 500]
-            states = dict(
-                conn.execute(
-                    select(subjects.c.subject_id, subjects.c.state).where(subjects.c.subject_id.in_(chunk))
-                ).all()
-            )
-            recs: dict[str, list[Record]] = {sid: [] for sid in states}
-            for r in conn.execute(select(consent_records).where(consent_records.c.subject_id.in_(chunk))).mappings():
-                recs.setdefault(r["subject_id"], []).append(_record(r))
+            members = _profile_members(conn, chunk)
+            everyone = sorted({m for ms in members.values() for m in ms} | set(chunk))
+            states: dict[str, str] = {}
+            recs: dict[str, list[Record]] = {}
+            for j in range(0, len(everyone), 500):
+                part = everyone[j : j + 500]
+                states.update(
+                    conn.execute(
+                        select(subjects.c.subject_id, subjects.c.state).where(subjects.c.subject_id.in_(part))
+                    ).all()
+                )
+                for r in conn.execute(select(consent_records).where(consent_records.c.subject_id.in_(part))).mappings():
+                    recs.setdefault(r["subject_id"], []).append(_record(r))
             with self._lock:
                 if len(cache) > 500_000:
                     cache.clear()
-                for sid, state in states.items():
-                    cache[sid] = (now + self.CACHE_SECONDS, recs.get(sid, []), state == "restricted")
+                for sid in chunk:
+                    if sid not in states:
+                        continue
+                    group = members.get(sid, [sid])
+                    if len(group) == 1:
+                        records = recs.get(sid, [])
+                    else:
+                        records = sorted((r for m in group for r in recs.get(m, [])), key=_record_order)
+                    restricted = any(states.get(m) == "restricted" for m in group)
+                    cache[sid] = (now + self.CACHE_SECONDS, records, restricted)
                     self._memo.pop(sid, None)
 
     def can_use(
@@ -489,6 +513,30 @@ class Consent:
                 }
             )
         return out
+
+
+def _record_order(r: Record) -> tuple[int, int]:
+    return (r.ts_ms, r.seq)
+
+
+def _profile_members(conn: Any, subject_ids: list[str]) -> dict[str, list[str]]:
+    """For subjects in a unified profile of several, every subject of that profile."""
+    rows = conn.execute(
+        select(profile_subjects.c.subject_id, profile_subjects.c.profile_id).where(
+            profile_subjects.c.subject_id.in_(subject_ids)
+        )
+    ).all()
+    if not rows:
+        return {}
+    profile_of = dict(rows)
+    groups: dict[str, list[str]] = {}
+    for sid, pid in conn.execute(
+        select(profile_subjects.c.subject_id, profile_subjects.c.profile_id).where(
+            profile_subjects.c.profile_id.in_(set(profile_of.values()))
+        )
+    ):
+        groups.setdefault(pid, []).append(sid)
+    return {sid: groups.get(pid, [sid]) for sid, pid in profile_of.items()}
 
 
 def _record(r: Any) -> Record:

@@ -1,0 +1,557 @@
+"""The identity graph in the store: incremental profiles, splits, the review queue, rebuilds.
+
+The writer calls :meth:`Identity.after_edges` inside its transaction with the subjects its new edges
+touch; profiles are recomputed by replaying the closure of those subjects (identity/graph.py), so an
+incremental update and a full rebuild always agree. Splits and review decisions go through here too,
+each with its audit entry.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import and_, delete, or_, select, update
+
+from candor import audit
+from candor.identity.graph import HELD, Edge, Node, Outcome, Rules, decide
+from candor.identity.graph import update as graph_update
+from candor.store import Store, now_ms
+from candor.store.schema import (
+    consent_records,
+    events,
+    identifiers,
+    identity_edges,
+    identity_flags,
+    identity_reviews,
+    profile_subjects,
+)
+
+log = logging.getLogger("candor.identity")
+CHUNK = 500
+E = identity_edges.c
+
+
+class IdentityError(Exception):
+    """A request the graph cannot honour (no such edge, already removed, ...); the message says why."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _chunks(items: Iterable[Any]) -> Iterable[list[Any]]:
+    lst = list(items)
+    for i in range(0, len(lst), CHUNK):
+        yield lst[i : i + CHUNK]
+
+
+def _edge(row: Any) -> Edge:
+    return Edge(
+        row.id,
+        (row.a_type, row.a_pid),
+        (row.b_type, row.b_pid),
+        row.a_subject or "",
+        row.b_subject or "",
+        row.rule,
+        removed=row.removed_ms is not None,
+    )
+
+
+EDGE_COLUMNS = (E.id, E.a_type, E.a_pid, E.b_type, E.b_pid, E.a_subject, E.b_subject, E.rule, E.removed_ms, E.state)
+
+
+class SqlSource:
+    """The edge log as the graph rules read it, through one connection."""
+
+    def __init__(self, conn: Any, rules: Rules, *, trust_flags: bool = True) -> None:
+        self.conn = conn
+        self.rules = rules
+        self.trust_flags = trust_flags
+        self.states: dict[int, str] = {}
+
+    def edges_of_subjects(self, subjects: set[str]) -> list[Edge]:
+        out: dict[int, Edge] = {}
+        for chunk in _chunks(subjects):
+            for row in self.conn.execute(
+                select(*EDGE_COLUMNS).where(or_(E.a_subject.in_(chunk), E.b_subject.in_(chunk)))
+            ):
+                out[row.id] = _edge(row)
+                self.states[row.id] = row.state
+        return list(out.values())
+
+    def neighbour_counts(self, nodes: set[Node]) -> dict[Node, dict[str, int]]:
+        result: dict[Node, dict[str, int]] = {}
+        todo = set(nodes)
+        if self.trust_flags:
+            # a supernode stays one until a split re-checks it: no need to count its thousands of edges
+            for chunk in _chunks({p for _, p in todo}):
+                for t, p, n in self.conn.execute(
+                    select(identity_flags.c.id_type, identity_flags.c.pseudonym, identity_flags.c.neighbours).where(
+                        identity_flags.c.pseudonym.in_(chunk)
+                    )
+                ):
+                    if (t, p) in todo:
+                        result[(t, p)] = {"*": n}
+                        todo.discard((t, p))
+        seen: dict[Node, dict[str, set[str]]] = {n: {} for n in todo}
+        for chunk in _chunks({p for _, p in todo}):
+            for side, other in (("a", "b"), ("b", "a")):
+                q = select(E[f"{side}_type"], E[f"{side}_pid"], E[f"{other}_type"], E[f"{other}_pid"]).where(
+                    and_(E[f"{side}_pid"].in_(chunk), E.removed_ms.is_(None))
+                )
+                for t, p, ot, op in self.conn.execute(q):
+                    per = seen.get((t, p))
+                    if per is not None and (ot, op) != (t, p):
+                        per.setdefault(ot, set()).add(op)
+        for node, per in seen.items():
+            result[node] = {t: len(v) for t, v in per.items()}
+        return result
+
+    def limited_counts(self, subjects: set[str]) -> dict[str, dict[str, int]]:
+        limited = list(self.rules.limits)
+        out: dict[str, dict[str, int]] = {}
+        for chunk in _chunks(subjects):
+            q = select(identifiers.c.subject_id, identifiers.c.id_type, identifiers.c.pseudonym).where(
+                and_(identifiers.c.subject_id.in_(chunk), identifiers.c.id_type.in_(limited))
+            )
+            per: dict[str, dict[str, set[str]]] = {}
+            for sid, t, p in self.conn.execute(q):
+                per.setdefault(sid, {}).setdefault(t, set()).add(p)
+            for sid, types in per.items():
+                out[sid] = {t: len(v) for t, v in types.items()}
+        return out
+
+    def profile_members(self, subjects: set[str]) -> set[str]:
+        profiles: set[str] = set()
+        for chunk in _chunks(subjects):
+            profiles.update(
+                self.conn.execute(
+                    select(profile_subjects.c.profile_id).where(profile_subjects.c.subject_id.in_(chunk))
+                ).scalars()
+            )
+        members = set(subjects)
+        for chunk in _chunks(profiles):
+            members.update(
+                self.conn.execute(
+                    select(profile_subjects.c.subject_id).where(profile_subjects.c.profile_id.in_(chunk))
+                ).scalars()
+            )
+        return members
+
+
+def identity_rules(settings: Any) -> Rules:
+    """The graph's guards from the settings (CANDOR_IDENTITY_*)."""
+    return Rules(
+        limits=settings.identity_limit_map,
+        max_shared=settings.identity_max_shared,
+        anonymous_shared=settings.identity_max_shared * 5,
+    )
+
+
+class Identity:
+    """Profiles over the store. ``on_change`` hears the subjects whose profile changed."""
+
+    def __init__(self, store: Store, vault: Any = None, rules: Rules | None = None, on_change: Any = None) -> None:
+        self.store = store
+        self.vault = vault
+        self.rules = rules or Rules()
+        self.on_change = on_change
+
+    # -- incremental ---------------------------------------------------------------------------
+    def after_edges(self, conn: Any, subjects: set[str], *, trust_flags: bool = True) -> Outcome:
+        """Recompute the profiles reachable from ``subjects`` and store the outcome (same transaction)."""
+        source = SqlSource(conn, self.rules, trust_flags=trust_flags)
+        outcome = graph_update(source, {s for s in subjects if s}, self.rules)
+        self._store(conn, source, outcome)
+        return outcome
+
+    def _store(self, conn: Any, source: SqlSource, outcome: Outcome) -> None:
+        before: dict[str, str] = {}
+        for chunk in _chunks(outcome.subjects):
+            before.update(
+                conn.execute(
+                    select(profile_subjects.c.subject_id, profile_subjects.c.profile_id).where(
+                        profile_subjects.c.subject_id.in_(chunk)
+                    )
+                ).all()
+            )
+        sizes = Counter(outcome.profile_of.values())
+        after = {s: p for s, p in outcome.profile_of.items() if sizes[p] > 1}
+        if before != after:
+            for chunk in _chunks(outcome.subjects):
+                conn.execute(delete(profile_subjects).where(profile_subjects.c.subject_id.in_(chunk)))
+            rows = [{"subject_id": s, "profile_id": p} for s, p in after.items()]
+            for chunk in _chunks(rows):
+                conn.execute(profile_subjects.insert(), chunk)
+        changed: dict[str, list[int]] = {}
+        for edge_id, state in outcome.states.items():
+            if source.states.get(edge_id) != state:
+                changed.setdefault(state, []).append(edge_id)
+        for state, ids in changed.items():
+            for chunk in _chunks(ids):
+                conn.execute(update(identity_edges).where(E.id.in_(chunk)).values(state=state))
+        if HELD in changed:
+            self._open_conflicts(conn, changed[HELD])
+        for (t, p), n in outcome.flagged.items():
+            if n < 0:
+                continue
+            conn.execute(
+                self.store.insert_ignore(identity_flags),
+                {
+                    "id_type": t,
+                    "pseudonym": p,
+                    "subject_id": conn.execute(
+                        select(identifiers.c.subject_id).where(
+                            and_(identifiers.c.id_type == t, identifiers.c.pseudonym == p)
+                        )
+                    ).scalar(),
+                    "reason": f"linked to more than {self.rules.max_shared} distinct identifiers of one type",
+                    "neighbours": n,
+                    "created_ms": now_ms(),
+                },
+            )
+        if not source.trust_flags:
+            # a full recount: identifiers no longer over the threshold are supernodes no more
+            met = {p for _, p in outcome.flagged}
+            touched = {n for e in source.edges_of_subjects(outcome.subjects) for n in (e.a, e.b)}
+            for chunk in _chunks({p for _, p in touched if p not in met}):
+                conn.execute(delete(identity_flags).where(identity_flags.c.pseudonym.in_(chunk)))
+        moved = {s for s in outcome.subjects if before.get(s) != after.get(s)}
+        if moved and self.on_change is not None:
+            self.on_change(moved)
+
+    def _open_conflicts(self, conn: Any, edge_ids: list[int]) -> None:
+        open_for = set()
+        for chunk in _chunks(edge_ids):
+            open_for.update(
+                conn.execute(
+                    select(identity_reviews.c.edge_id).where(
+                        and_(identity_reviews.c.edge_id.in_(chunk), identity_reviews.c.state == "open")
+                    )
+                ).scalars()
+            )
+        rows = []
+        for chunk in _chunks([i for i in edge_ids if i not in open_for]):
+            for r in conn.execute(select(*EDGE_COLUMNS).where(E.id.in_(chunk))):
+                rows.append(
+                    {
+                        "kind": "conflict",
+                        "edge_id": r.id,
+                        "a_type": r.a_type,
+                        "a_pid": r.a_pid,
+                        "b_type": r.b_type,
+                        "b_pid": r.b_pid,
+                        "a_subject": r.a_subject,
+                        "b_subject": r.b_subject,
+                        "score": None,
+                        "reason": "linking would join profiles over the limit of "
+                        + ", ".join(f"{n} {t}" for t, n in self.rules.limits.items()),
+                        "state": "open",
+                        "created_ms": now_ms(),
+                    }
+                )
+        if rows:
+            conn.execute(identity_reviews.insert(), rows)
+
+    # -- reading -------------------------------------------------------------------------------
+    def profile_of(self, subject_id: str, conn: Any = None) -> str:
+        def q(c: Any) -> str:
+            pid = c.execute(
+                select(profile_subjects.c.profile_id).where(profile_subjects.c.subject_id == subject_id)
+            ).scalar()
+            return pid or subject_id
+
+        if conn is not None:
+            return q(conn)
+        with self.store.engine.connect() as c:
+            return q(c)
+
+    def members(self, profile_id: str, conn: Any = None) -> list[str]:
+        """The subjects of a profile (a profile id, or any subject id in it)."""
+
+        def q(c: Any) -> list[str]:
+            pid = self.profile_of(profile_id, c)
+            found = (
+                c.execute(select(profile_subjects.c.subject_id).where(profile_subjects.c.profile_id == pid))
+                .scalars()
+                .all()
+            )
+            return sorted(found) or [pid]
+
+        if conn is not None:
+            return q(conn)
+        with self.store.engine.connect() as c:
+            return q(c)
+
+    def edges_of(self, subject_ids: list[str], conn: Any = None) -> list[dict[str, Any]]:
+        def q(c: Any) -> list[dict[str, Any]]:
+            rows: dict[int, dict[str, Any]] = {}
+            for chunk in _chunks(subject_ids):
+                for r in c.execute(
+                    select(identity_edges).where(or_(E.a_subject.in_(chunk), E.b_subject.in_(chunk)))
+                ).mappings():
+                    rows[r["id"]] = dict(r)
+            return [rows[k] for k in sorted(rows)]
+
+        if conn is not None:
+            return q(conn)
+        with self.store.engine.connect() as c:
+            return q(c)
+
+    # -- adding evidence -----------------------------------------------------------------------
+    def link(
+        self,
+        conn: Any,
+        a: Node,
+        b: Node,
+        *,
+        rule: str,
+        actor: str,
+        score: float | None = None,
+        source_id: int | None = None,
+    ) -> int | None:
+        """Append an edge between two known identifiers and update the profiles; the new edge id."""
+        subj = {}
+        for node in (a, b):
+            sid = conn.execute(
+                select(identifiers.c.subject_id).where(
+                    and_(identifiers.c.id_type == node[0], identifiers.c.pseudonym == node[1])
+                )
+            ).scalar()
+            if sid is None:
+                raise IdentityError(f"unknown identifier {node[0]}:{node[1][:12]}…", 404)
+            subj[node] = sid
+        conn.execute(
+            self.store.insert_ignore(identity_edges),
+            {
+                "a_type": a[0],
+                "a_pid": a[1],
+                "b_type": b[0],
+                "b_pid": b[1],
+                "rule": rule,
+                "source_id": source_id,
+                "message_id": None,
+                "score": score,
+                "subject_id": subj[a],
+                "a_subject": subj[a],
+                "b_subject": subj[b],
+                "created_ms": now_ms(),
+            },
+        )
+        edge_id = conn.execute(
+            select(E.id).where(
+                and_(E.a_type == a[0], E.a_pid == a[1], E.b_type == b[0], E.b_pid == b[1], E.rule == rule)
+            )
+        ).scalar()
+        self.after_edges(conn, {subj[a], subj[b]})
+        audit.record(
+            conn,
+            actor,
+            "identity.link",
+            subject_id=subj[a],
+            target=f"edge:{edge_id}",
+            details={"rule": rule, "score": score, "other_subject": subj[b]},
+        )
+        return int(edge_id) if edge_id is not None else None
+
+    # -- split ---------------------------------------------------------------------------------
+    def split(self, edge_id: int, *, actor: str, reason: str = "") -> dict[str, Any]:
+        """Remove a bad edge (kept in the log as removed) and recompute the profiles it touched."""
+        with self.store.write() as conn:
+            row = conn.execute(select(*EDGE_COLUMNS).where(E.id == edge_id)).first()
+            if row is None:
+                raise IdentityError(f"no identity edge {edge_id}", 404)
+            if row.removed_ms is not None:
+                raise IdentityError(f"identity edge {edge_id} was already removed", 409)
+            before = {s: self.profile_of(s, conn) for s in (row.a_subject, row.b_subject) if s}
+            conn.execute(
+                update(identity_edges)
+                .where(E.id == edge_id)
+                .values(removed_ms=now_ms(), removed_by=actor[:100], state="removed")
+            )
+            rehomed: list[str] = []
+            if row.a_subject and row.a_subject == row.b_subject:
+                rehomed = self._rehome(conn, row)
+            start = {s for s in (row.a_subject, row.b_subject) if s} | set(rehomed)
+            outcome = self.after_edges(conn, start, trust_flags=False)
+            conn.execute(
+                update(identity_reviews)
+                .where(and_(identity_reviews.c.edge_id == edge_id, identity_reviews.c.state == "open"))
+                .values(state="rejected", decided_ms=now_ms(), decided_by=actor[:100])
+            )
+            audit.record(
+                conn,
+                actor,
+                "identity.split",
+                subject_id=row.a_subject,
+                target=f"edge:{edge_id}",
+                details={
+                    "rule": row.rule,
+                    "reason": reason[:300],
+                    "profiles_before": sorted(set(before.values())),
+                    "profiles_after": sorted({outcome.profile_of.get(s, s) for s in start}),
+                    "new_subjects": rehomed,
+                },
+            )
+        return {
+            "edge": edge_id,
+            "profiles_before": sorted(set(before.values())),
+            "profiles_after": sorted({outcome.profile_of.get(s, s) for s in start}),
+            "new_subjects": rehomed,
+        }
+
+    def _rehome(self, conn: Any, row: Any) -> list[str]:
+        """An edge inside one subject was removed: move the side it cut off to a subject of its own.
+
+        The identifiers on the far side of the cut, the events they sent (re-sealed under the new
+        subject's key), their consent records and the ends of their edges move; the rest stays.
+        """
+        sid = row.a_subject
+        a, b = (row.a_type, row.a_pid), (row.b_type, row.b_pid)
+        nodes = {
+            (t, p)
+            for t, p in conn.execute(
+                select(identifiers.c.id_type, identifiers.c.pseudonym).where(identifiers.c.subject_id == sid)
+            )
+        }
+        parent = {n: n for n in nodes}
+
+        def find(n: Node) -> Node:
+            while parent[n] != n:
+                parent[n] = parent[parent[n]]
+                n = parent[n]
+            return n
+
+        for r in conn.execute(
+            select(E.a_type, E.a_pid, E.b_type, E.b_pid).where(
+                and_(E.a_subject == sid, E.b_subject == sid, E.removed_ms.is_(None))
+            )
+        ):
+            x, y = (r.a_type, r.a_pid), (r.b_type, r.b_pid)
+            if x in parent and y in parent:
+                parent[find(x)] = find(y)
+        if a not in parent or b not in parent or find(a) == find(b):
+            return []
+        side = {n for n in nodes if find(n) == find(b)}
+        if self.vault is None:
+            raise IdentityError("a split inside one subject needs the vault", 500)
+        new_sid, new_key = self.vault.new_subject(conn)
+        pids = {t: [p for tt, p in side if tt == t] for t in {t for t, _ in side}}
+        for t, plist in pids.items():
+            for chunk in _chunks(plist):
+                conn.execute(
+                    update(identifiers)
+                    .where(and_(identifiers.c.id_type == t, identifiers.c.pseudonym.in_(chunk)))
+                    .values(subject_id=new_sid)
+                )
+                for end in ("a", "b"):
+                    conn.execute(
+                        update(identity_edges)
+                        .where(and_(E[f"{end}_subject"] == sid, E[f"{end}_type"] == t, E[f"{end}_pid"].in_(chunk)))
+                        .values({f"{end}_subject": new_sid})
+                    )
+                conn.execute(
+                    update(consent_records)
+                    .where(
+                        and_(
+                            consent_records.c.subject_id == sid,
+                            consent_records.c.id_type == t,
+                            consent_records.c.pseudonym.in_(chunk),
+                        )
+                    )
+                    .values(subject_id=new_sid)
+                )
+        # events belong to the identifier that sent them: the userId, else the anonymousId
+        users, anons = set(pids.get("user_id", [])), set(pids.get("anonymous_id", []))
+        old_key = self.vault.key_for(sid, conn)
+        moved = 0
+        for ev in conn.execute(
+            select(events.c.id, events.c.user_pid, events.c.anon_pid, events.c.sealed).where(events.c.subject_id == sid)
+        ).all():
+            if ev.user_pid in users or (ev.user_pid is None and ev.anon_pid in anons):
+                plain = self.vault.open_with(old_key, ev.sealed, sid.encode())
+                conn.execute(
+                    update(events)
+                    .where(events.c.id == ev.id)
+                    .values(subject_id=new_sid, sealed=self.vault.seal_with(new_key, plain, new_sid.encode()))
+                )
+                moved += 1
+        log.info("split moved %d identifiers and %d events to a new subject", len(side), moved)
+        return [new_sid]
+
+    # -- review queue --------------------------------------------------------------------------
+    def reviews(self, state: str = "open", limit: int = 100) -> list[dict[str, Any]]:
+        with self.store.engine.connect() as conn:
+            q = select(identity_reviews).order_by(identity_reviews.c.id).limit(limit)
+            if state != "all":
+                q = q.where(identity_reviews.c.state == state)
+            return [dict(r) for r in conn.execute(q).mappings()]
+
+    def decide_review(self, review_id: int, *, approve: bool, actor: str) -> dict[str, Any]:
+        with self.store.write() as conn:
+            r = conn.execute(select(identity_reviews).where(identity_reviews.c.id == review_id)).mappings().first()
+            if r is None:
+                raise IdentityError(f"no review item {review_id}", 404)
+            if r["state"] != "open":
+                raise IdentityError(f"review item {review_id} was already decided ({r['state']})", 409)
+            edge_id = None
+            if approve:
+                edge_id = self.link(
+                    conn,
+                    (r["a_type"], r["a_pid"]),
+                    (r["b_type"], r["b_pid"]),
+                    rule="manual",
+                    actor=actor,
+                    score=r["score"],
+                )
+            elif r["edge_id"] is not None:
+                conn.execute(
+                    update(identity_edges)
+                    .where(and_(E.id == r["edge_id"], E.removed_ms.is_(None)))
+                    .values(removed_ms=now_ms(), removed_by=actor[:100], state="removed")
+                )
+                self.after_edges(conn, {s for s in (r["a_subject"], r["b_subject"]) if s}, trust_flags=False)
+            conn.execute(
+                update(identity_reviews)
+                .where(identity_reviews.c.id == review_id)
+                .values(state="approved" if approve else "rejected", decided_ms=now_ms(), decided_by=actor[:100])
+            )
+            audit.record(
+                conn,
+                actor,
+                "identity.review",
+                subject_id=r["a_subject"],
+                target=f"review:{review_id}",
+                details={"decision": "approved" if approve else "rejected", "kind": r["kind"], "edge": edge_id},
+            )
+        return {"review": review_id, "state": "approved" if approve else "rejected", "edge": edge_id}
+
+    # -- rebuild -------------------------------------------------------------------------------
+    def rebuild(self, *, actor: str = "system") -> dict[str, int]:
+        """Replay the whole edge log: profiles, edge states and supernode flags from scratch."""
+        with self.store.write() as conn:
+            source = SqlSource(conn, self.rules, trust_flags=False)
+            edges = [_edge(r) for r in conn.execute(select(*EDGE_COLUMNS).order_by(E.id))]
+            for r in conn.execute(select(E.id, E.state)):
+                source.states[r.id] = r.state
+            subjects = {s for e in edges for s in (e.a_subject, e.b_subject) if s}
+            nodes = {n for e in edges if not e.removed for n in (e.a, e.b)}
+            counts = source.neighbour_counts(nodes)
+            flags = {n: max(c.values()) for n, c in counts.items() if self.rules.is_flagged(n, c)}
+            outcome = decide(subjects, edges, flags, source.limited_counts(subjects), self.rules)
+            conn.execute(delete(profile_subjects))
+            conn.execute(delete(identity_flags))
+            self._store(conn, source, outcome)
+            audit.record(conn, actor, "identity.rebuild", details={"edges": len(edges), "subjects": len(subjects)})
+        sizes = Counter(outcome.profile_of.values())
+        return {
+            "edges": len(edges),
+            "subjects": len(subjects),
+            "profiles": len(sizes),
+            "merged_profiles": sum(1 for n in sizes.values() if n > 1),
+            "held": sum(1 for s in outcome.states.values() if s == HELD),
+            "flagged": len(flags),
+        }
