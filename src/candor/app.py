@@ -29,7 +29,8 @@ from candor.consent.signals import TrackingPlan
 from candor.consent.suppression import SuppressionError, Suppressions
 from candor.events import DEFAULT_PERSONAL_PROPERTIES, Rejection, RequestError, Validator
 from candor.http import JSON, error
-from candor.identity.service import Identity, identity_rules
+from candor.identity.resolve import Resolver
+from candor.identity.service import Identity, IdentityError, identity_rules
 from candor.ingest import Ingestor, Work
 from candor.profiles import Profiles
 from candor.security import BodyLimit, RateLimited, RateLimits, SecurityHeaders
@@ -63,7 +64,16 @@ class Runtime:
         self.ingestor = Ingestor(self.store, self.vault, consent=self.consent, identity=self.identity)
         self.suppressions = Suppressions(self.store, self.vault, settings.default_phone_region)
         self.analytics = Analytics(self.store)
-        self.profiles = Profiles(self.store, self.vault, self.consent)
+        self.profiles = Profiles(
+            self.store,
+            self.vault,
+            self.consent,
+            self.identity,
+            survivorship=settings.survivorship,
+            trusted_sources=[s.strip() for s in settings.trusted_sources.split(",") if s.strip()],
+            priority=[t.strip() for t in settings.identity_priority.split(",") if t.strip()],
+        )
+        self.resolver = Resolver(self.store, self.vault, self.identity, settings)
         self.checkpoints = audit.Checkpoints(self.store, self.vault, settings.data_dir)
         self.limits = RateLimits(settings)
         self._validators: dict[tuple[int, frozenset[str]], Validator] = {}
@@ -213,6 +223,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     from candor.consent import api as consent_api
 
     app.include_router(consent_api.router)
+    from candor.identity import api as identity_api
+
+    app.include_router(identity_api.router)
 
     install_error_handlers(app)
     install_middleware(app, settings)
@@ -243,6 +256,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _consent(_: Request, exc: ConsentError) -> Response:
         codes = {404: "not_found", 409: "conflict"}
         return error(exc.status, codes.get(exc.status, "invalid_consent"), str(exc))
+
+    @app.exception_handler(IdentityError)
+    async def _identity(_: Request, exc: IdentityError) -> Response:
+        codes = {404: "not_found", 409: "conflict"}
+        return error(exc.status, codes.get(exc.status, "invalid_identity"), str(exc))
 
     @app.exception_handler(SuppressionError)
     async def _suppression(_: Request, exc: SuppressionError) -> Response:

@@ -42,6 +42,8 @@ SCOPES: dict[str, str] = {
     "consent:read": "read consent state, decisions and proof",
     "consent:write": "record consent on behalf of a subject",
     "rights:manage": "process data-subject requests",
+    "identity:write": "split and merge profiles, decide the identity review queue",
+    "profiles:export": "export every profile with its identities and traits in plaintext",
     "segments:write": "create and change segments",
     "campaigns:send": "create and send campaigns",
     "insights:read": "read aggregate insights",
@@ -50,7 +52,7 @@ SCOPES: dict[str, str] = {
 }
 
 ROLES: dict[str, frozenset[str]] = {
-    "owner": frozenset(SCOPES) - {"events:write"},
+    "owner": frozenset(SCOPES) - {"events:write"},  # the only role with profiles:export
     "privacy_officer": frozenset(
         {
             "stats:read",
@@ -59,6 +61,7 @@ ROLES: dict[str, frozenset[str]] = {
             "consent:read",
             "consent:write",
             "rights:manage",
+            "identity:write",
             "audit:read",
         }
     ),

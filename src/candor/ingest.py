@@ -26,7 +26,7 @@ from sqlalchemy import and_, select, tuple_
 from candor import metrics
 from candor.consent.ledger import Consent
 from candor.events import Message, Rejection
-from candor.identity.service import Identity
+from candor.identity.service import REHOME_MARK, Identity
 from candor.store import Store, now_ms
 from candor.store.schema import (
     consent_blocked,
@@ -35,6 +35,7 @@ from candor.store.schema import (
     events,
     identifiers,
     identity_edges,
+    identity_jobs,
     rejected_events,
 )
 from candor.store.schema import subjects as subjects_t
@@ -59,6 +60,8 @@ EVENT_COLUMNS = (
 )
 CHUNK = 500
 _STOP = object()
+# identifiers that carry a subject: a userId, a browser or device, a record imported from a source
+ANCHORS = ("user_id", "anonymous_id", "record")
 
 
 @dataclass
@@ -105,6 +108,7 @@ class Ingestor:
         self._edges: set[tuple[str, str, str, str]] = set()
         self._id_cache_size = id_cache_size
         self._lock = threading.Lock()
+        self._generation: int | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -158,7 +162,7 @@ class Ingestor:
         assert consent is not None
         sid = None
         for ident in m.identifiers:
-            if ident[0] in ("user_id", "anonymous_id") and ident in known:
+            if ident[0] in ANCHORS and ident in known:
                 sid = known[ident]
                 break
         for purpose in m.required:
@@ -284,6 +288,15 @@ class Ingestor:
         for w in works:
             w.result = WriteResult()
         with store.write() as conn:
+            # 0. a split that moved identifiers to a new subject (any process) empties the caches
+            generation = conn.execute(
+                select(identity_jobs.c.updated_ms).where(identity_jobs.c.name == REHOME_MARK)
+            ).scalar()
+            if generation != self._generation:
+                with self._lock:
+                    self._ids.clear()
+                    self._edges.clear()
+                self._generation = generation
             # 1. duplicates: messageIds already stored for the source, or repeated within this group
             fresh: list[tuple[Work, Message]] = []
             by_source: dict[int, list[str]] = defaultdict(list)
@@ -361,7 +374,7 @@ class Ingestor:
                     for _, m in fresh
                     if m.required
                     for ident in m.identifiers[:2]
-                    if ident in known and ident[0] in ("user_id", "anonymous_id")
+                    if ident in known and ident[0] in ANCHORS
                 ]
                 if gated:
                     self.consent.preload(gated, conn)
@@ -394,7 +407,7 @@ class Ingestor:
                     if ident[0] == "user_id":
                         sid = known.get(ident)
                         break
-                    if ident[0] == "anonymous_id":
+                    if ident[0] in ANCHORS:
                         sid = known.get(ident)
                         if sid is not None:
                             break

@@ -25,6 +25,7 @@ from candor.store.schema import (
     identifiers,
     identity_edges,
     identity_flags,
+    identity_jobs,
     identity_reviews,
     profile_subjects,
 )
@@ -32,6 +33,8 @@ from candor.store.schema import (
 log = logging.getLogger("candor.identity")
 CHUNK = 500
 E = identity_edges.c
+# bumped whenever a split moves identifiers between subjects: writers then drop their caches
+REHOME_MARK = "rehome"
 
 
 class IdentityError(Exception):
@@ -302,6 +305,37 @@ class Identity:
             return q(c)
 
     # -- adding evidence -----------------------------------------------------------------------
+    def add_edge(
+        self,
+        conn: Any,
+        a: Node,
+        b: Node,
+        a_subject: str,
+        b_subject: str,
+        *,
+        rule: str,
+        score: float | None = None,
+        source_id: int | None = None,
+    ) -> None:
+        """Append one edge (no profile update: call :meth:`after_edges` once for a batch)."""
+        conn.execute(
+            self.store.insert_ignore(identity_edges),
+            {
+                "a_type": a[0],
+                "a_pid": a[1],
+                "b_type": b[0],
+                "b_pid": b[1],
+                "rule": rule,
+                "source_id": source_id,
+                "message_id": None,
+                "score": score,
+                "subject_id": a_subject,
+                "a_subject": a_subject,
+                "b_subject": b_subject,
+                "created_ms": now_ms(),
+            },
+        )
+
     def link(
         self,
         conn: Any,
@@ -324,23 +358,7 @@ class Identity:
             if sid is None:
                 raise IdentityError(f"unknown identifier {node[0]}:{node[1][:12]}…", 404)
             subj[node] = sid
-        conn.execute(
-            self.store.insert_ignore(identity_edges),
-            {
-                "a_type": a[0],
-                "a_pid": a[1],
-                "b_type": b[0],
-                "b_pid": b[1],
-                "rule": rule,
-                "source_id": source_id,
-                "message_id": None,
-                "score": score,
-                "subject_id": subj[a],
-                "a_subject": subj[a],
-                "b_subject": subj[b],
-                "created_ms": now_ms(),
-            },
-        )
+        self.add_edge(conn, a, b, subj[a], subj[b], rule=rule, score=score, source_id=source_id)
         edge_id = conn.execute(
             select(E.id).where(
                 and_(E.a_type == a[0], E.a_pid == a[1], E.b_type == b[0], E.b_pid == b[1], E.rule == rule)
@@ -479,6 +497,9 @@ class Identity:
                     .values(subject_id=new_sid, sealed=self.vault.seal_with(new_key, plain, new_sid.encode()))
                 )
                 moved += 1
+        stmt = self.store.insert(identity_jobs)
+        stmt = stmt.on_conflict_do_update(index_elements=["name"], set_={"updated_ms": stmt.excluded.updated_ms})
+        conn.execute(stmt, {"name": REHOME_MARK, "state": "{}", "updated_ms": now_ms()})
         log.info("split moved %d identifiers and %d events to a new subject", len(side), moved)
         return [new_sid]
 

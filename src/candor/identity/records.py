@@ -1,0 +1,203 @@
+"""Offline records: rows from POS, CRM or call-center exports, imported as source records.
+
+Each row becomes an ``identify`` of a *record* identifier (``record`` = HMAC of ``source:id``), with
+its mapped traits sealed under the record's own data key like any other personal value. Its email,
+phone and custom ids are identifiers too, so deterministic stitching links the record to the online
+profile it shares them with; probabilistic matching (identity/resolve.py) handles the rest.
+
+A row is re-imported as a new version only when its content changed (the message id carries a hash
+of the row); malformed rows are reported one by one and change nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from candor.events import Message, Rejection
+from candor.store import now_ms
+
+# Segment's reserved trait names an import may map columns to, plus ext:NAME and userId.
+RESERVED_TRAITS = (
+    "firstName",
+    "lastName",
+    "name",
+    "email",
+    "phone",
+    "birthday",
+    "gender",
+    "title",
+    "company",
+    "website",
+    "address.street",
+    "address.city",
+    "address.postalCode",
+    "address.state",
+    "address.country",
+)
+BATCH = 500
+MAX_FIELD_CHARS = 2000
+
+
+class ImportError_(Exception):
+    """The file or the mapping cannot be imported at all (the message says why and what to do)."""
+
+
+@dataclass
+class RowError:
+    row: int  # 1-based data row (the header is row 0)
+    error: str
+
+
+@dataclass
+class ImportReport:
+    rows: int = 0
+    imported: int = 0
+    unchanged: int = 0
+    errors: list[RowError] = field(default_factory=list)
+    subjects: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows,
+            "imported": self.imported,
+            "unchanged": self.unchanged,
+            "errors": [{"row": e.row, "error": e.error} for e in self.errors],
+        }
+
+
+def parse_mapping(spec: str) -> dict[str, str]:
+    """``col=trait,col2=address.city,card=ext:loyalty_card`` -> {column: target}."""
+    out: dict[str, str] = {}
+    for part in spec.split(","):
+        if not part.strip():
+            continue
+        col, sep, target = part.partition("=")
+        col, target = col.strip(), target.strip()
+        if not sep or not col or not target:
+            raise ImportError_(f"--map entry {part.strip()!r}: write column=trait, e.g. 'fname=firstName'")
+        if col in out:
+            raise ImportError_(f"--map names the column {col!r} twice")
+        out[col] = target
+    return out
+
+
+def _rows(path: Path) -> Iterator[dict[str, str]]:
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ImportError_(
+            f"{path.name} is not UTF-8 (byte {exc.start} cannot be decoded): export it as UTF-8 and try again"
+        ) from None
+    try:
+        dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t|")
+    except csv.Error:
+        dialect = csv.excel
+    reader = csv.DictReader(io.StringIO(text, newline=""), dialect=dialect)
+    yield from reader
+
+
+class Importer:
+    """Turns rows into messages for the writer. ``validator`` and ``pseudonym`` come from the Runtime."""
+
+    def __init__(self, validator: Any, pseudonym: Callable[[str, str], str], source_name: str) -> None:
+        self.validator = validator
+        self.pseudonym = pseudonym
+        self.source = source_name
+
+    def message(self, row: dict[str, str], id_column: str, mapping: dict[str, str]) -> Message | str:
+        record_id = (row.get(id_column) or "").strip()
+        if not record_id:
+            return f"the id column {id_column!r} is empty"
+        traits: dict[str, Any] = {}
+        ext: list[dict[str, str]] = []
+        user_id = None
+        ts = None
+        for col, target in mapping.items():
+            value = (row.get(col) or "").strip()
+            if not value:
+                continue
+            if len(value) > MAX_FIELD_CHARS:
+                return f"column {col!r} is longer than {MAX_FIELD_CHARS} characters"
+            if target == "userId":
+                user_id = value
+            elif target == "timestamp":
+                ts = value
+            elif target.startswith("ext:"):
+                ext.append({"type": target[4:], "id": value})
+            elif target.startswith("address."):
+                traits.setdefault("address", {})[target[8:]] = value
+            else:
+                traits[target] = value
+        digest = hashlib.sha256(orjson.dumps(sorted(row.items()))).hexdigest()[:16]
+        key = f"{self.source}:{record_id}"
+        msg: dict[str, Any] = {
+            "type": "identify",
+            "anonymousId": key,  # replaced below by the record identifier
+            "messageId": f"import:{key}:{digest}"[:200],
+            "traits": traits,
+            "context": {"externalIds": ext} if ext else {},
+        }
+        if user_id:
+            msg["userId"] = user_id
+        if ts:
+            msg["timestamp"] = ts
+        out = self.validator.validate(msg, type_="identify", received_ms=now_ms(), sent_at_ms=None, client_ip=None)
+        if isinstance(out, Rejection):
+            return out.reason
+        # the row's own id is a record identifier, not a browser: swap it in
+        anon = ("anonymous_id", self.pseudonym("anonymous_id", key))
+        record = ("record", self.pseudonym("record", key))
+        out.identifiers = [record if i == anon else i for i in out.identifiers]
+        out.anon_pid = None
+        if out.legacy:
+            out.legacy.pop(anon, None)
+        doc = orjson.loads(out.sealed_doc)
+        doc.pop("anonymousId", None)
+        doc["record"] = {"source": self.source, "id": record_id}
+        out.sealed_doc = orjson.dumps(doc)
+        return out
+
+    def messages(
+        self, path: Path, id_column: str, mapping: dict[str, str], report: ImportReport
+    ) -> Iterator[list[Message]]:
+        """Batches of messages; bad rows go to ``report.errors``."""
+        batch: list[Message] = []
+        first = True
+        for n, row in enumerate(_rows(path), start=1):
+            if first:
+                first = False
+                columns = set(row)
+                missing = [c for c in [id_column, *mapping] if c not in columns]
+                if missing:
+                    raise ImportError_(
+                        f"{path.name} has no column {', '.join(repr(c) for c in missing)}; "
+                        f"its columns are {', '.join(sorted(c for c in columns if c))}"
+                    )
+            report.rows += 1
+            if None in row:
+                report.errors.append(RowError(n, "the row has more fields than the header"))
+                continue
+            if any(v is None for v in row.values()):
+                report.errors.append(RowError(n, "the row has fewer fields than the header"))
+                continue
+            made = self.message(row, id_column, mapping)
+            if isinstance(made, str):
+                report.errors.append(RowError(n, made))
+                continue
+            batch.append(made)
+            if len(batch) >= BATCH:
+                yield batch
+                batch = []
+        if first:
+            raise ImportError_(f"{path.name} has no rows (a header line and at least one row are needed)")
+        if batch:
+            yield batch
