@@ -611,3 +611,203 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+# -- identity ------------------------------------------------------------------------------------
+identity_app = typer.Typer(help="The identity graph: profiles, splits, reviews, matching.", no_args_is_help=True)
+import_app = typer.Typer(help="Import offline records (POS, CRM, call center exports).", no_args_is_help=True)
+profiles_app = typer.Typer(help="Unified profiles.", no_args_is_help=True)
+app.add_typer(identity_app, name="identity")
+app.add_typer(import_app, name="import")
+app.add_typer(profiles_app, name="profiles")
+
+
+@import_app.command("records")
+def import_records(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="CSV file, UTF-8")],
+    source: Annotated[str, typer.Option(help="Source name (created when new)")],
+    id_column: Annotated[str, typer.Option(help="Column with the record's id in that source")],
+    map_: Annotated[
+        str,
+        typer.Option(
+            "--map",
+            help="column=trait pairs: firstName, lastName, email, phone, birthday, address.street, address.city, "
+            "address.postalCode, address.state, address.country, userId, timestamp, ext:NAME or a custom trait",
+        ),
+    ] = "",
+    link: Annotated[bool, typer.Option(help="Link new records probabilistically against existing profiles")] = True,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
+) -> None:
+    """Import rows as source records: traits encrypted, email/phone/ids stitched, errors per row."""
+    from rich.progress import Progress
+
+    from candor.identity.records import Importer, ImportError_, ImportReport, parse_mapping
+    from candor.ingest import Work
+    from candor.store import now_ms
+
+    with opened(ImportError_) as rt, Progress(console=err, transient=True) as progress:
+        mapping = parse_mapping(map_)
+        info = next((s for s in rt.directory.list_sources() if s["name"] == source), None)
+        if info is None:
+            rt.directory.create_source(source)
+            info = next(s for s in rt.directory.list_sources() if s["name"] == source)
+        from candor.auth import SourceInfo
+
+        src = SourceInfo(
+            id=int(info["id"]),
+            name=info["name"],
+            strict=bool(info["strict"]),
+            personal_properties=frozenset(info["personal_properties"]),
+        )
+        importer = Importer(rt.validator_for(src), rt.vault.pseudonym, source)
+        report = ImportReport()
+        task = progress.add_task(f"importing {file.name}", total=None)
+        pids: list[str] = []
+        for batch in importer.messages(file, id_column, mapping, report):
+            result = rt.ingestor.submit_sync(Work(src.id, batch, [], now_ms()), timeout=600)
+            report.imported += result.accepted
+            report.unchanged += result.duplicates
+            pids.extend(i[1] for m in batch for i in m.identifiers if i[0] == "record")
+            progress.update(task, completed=report.rows)
+        linked = None
+        if link and pids:
+            from sqlalchemy import select
+
+            from candor.store.schema import identifiers
+
+            with rt.store.engine.connect() as conn:
+                subjects: set[str] = set()
+                for i in range(0, len(pids), 500):
+                    subjects.update(
+                        conn.execute(
+                            select(identifiers.c.subject_id).where(
+                                identifiers.c.id_type == "record", identifiers.c.pseudonym.in_(pids[i : i + 500])
+                            )
+                        ).scalars()
+                    )
+            linked = rt.resolver.link_new(sorted(subjects), actor="cli").as_dict()
+    out = report.as_dict()
+    if linked is not None:
+        out["probabilistic"] = linked
+    if json_out:
+        print(json.dumps(out, indent=2))
+    else:
+        console.print(
+            f"{report.rows} rows: {report.imported} imported, {report.unchanged} unchanged, {len(report.errors)} errors"
+        )
+        for e in report.errors[:50]:
+            console.print(f"  row {e.row}: {e.error}")
+        if len(report.errors) > 50:
+            console.print(f"  … {len(report.errors) - 50} more (use --json for all)")
+    if report.errors and not report.imported:
+        raise typer.Exit(1)
+
+
+@identity_app.command("resolve")
+def identity_resolve(
+    retrain: Annotated[bool, typer.Option(help="Estimate the model again instead of reusing the saved one")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
+) -> None:
+    """Probabilistic matching (Splink, Fellegi-Sunter) of every active record; resumable."""
+    from rich.progress import Progress
+
+    from candor.identity.matching import MatchingError
+
+    with opened(MatchingError) as rt, Progress(console=err, transient=True) as progress:
+        tasks: dict[str, Any] = {}
+
+        def step(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = progress.add_task(phase, total=total)
+            progress.update(tasks[phase], completed=done, total=total)
+
+        report = rt.resolver.resolve(actor="cli", retrain=retrain, progress=step)
+    out = {**report.as_dict(), "seconds": {k: round(v, 2) for k, v in report.timings.items()}}
+    if json_out:
+        print(json.dumps(out, indent=2))
+    else:
+        console.print(
+            f"{report.records} records, {report.pairs_scored} scored pairs: {report.linked} linked, "
+            f"{report.review} sent to review, {report.already_linked} already one profile"
+        )
+
+
+@identity_app.command("split")
+def identity_split(
+    edge: Annotated[int, typer.Option(help="Id of the edge to remove")],
+    reason: Annotated[str, typer.Option(help="Why the link was wrong (audited)")] = "",
+) -> None:
+    """Remove a wrong link and recompute the profiles it touched (the edge stays in the log)."""
+    from candor.identity.service import IdentityError
+
+    with opened(IdentityError) as rt:
+        out = rt.identity.split(edge, actor="cli", reason=reason)
+    print(json.dumps(out, indent=2))
+
+
+@identity_app.command("reviews")
+def identity_reviews(state: Annotated[str, typer.Option(help="open, approved, rejected or all")] = "open") -> None:
+    """The review queue: held conflicts and grey-zone matches."""
+    with opened() as rt:
+        print(json.dumps(rt.identity.reviews(state, 1000), indent=2))
+
+
+@identity_app.command("approve")
+def identity_approve(review: int) -> None:
+    """Link the two sides of a review item with a manual edge."""
+    from candor.identity.service import IdentityError
+
+    with opened(IdentityError) as rt:
+        print(json.dumps(rt.identity.decide_review(review, approve=True, actor="cli")))
+
+
+@identity_app.command("reject")
+def identity_reject(review: int) -> None:
+    """Keep the two sides of a review item apart."""
+    from candor.identity.service import IdentityError
+
+    with opened(IdentityError) as rt:
+        print(json.dumps(rt.identity.decide_review(review, approve=False, actor="cli")))
+
+
+@identity_app.command("rebuild")
+def identity_rebuild() -> None:
+    """Replay the whole edge log: profiles, edge states and supernode flags from scratch."""
+    with opened() as rt:
+        print(json.dumps(rt.identity.rebuild(actor="cli"), indent=2))
+
+
+@profiles_app.command("export")
+def profiles_export(
+    format_: Annotated[str, typer.Option("--format", help="Only jsonl for now")] = "jsonl",
+    out: Annotated[Path | None, typer.Option(help="File to write (default: standard output)")] = None,
+    token: Annotated[str, typer.Option(envvar="CANDOR_TOKEN", help="An owner's API token (env CANDOR_TOKEN)")] = "",
+) -> None:
+    """Every profile as one JSON line: records, identities and traits in plaintext (owner only, audited)."""
+    if format_ != "jsonl":
+        err.print("[red]error:[/red] --format must be jsonl")
+        raise typer.Exit(2)
+    from candor import audit
+
+    with opened() as rt:
+        staff = rt.directory.staff_for_token(token) if token else None
+        if staff is None or not staff.can("profiles:export"):
+            err.print("[red]error:[/red] exporting profiles needs an owner's token (--token or CANDOR_TOKEN)")
+            raise typer.Exit(1)
+        n = 0
+        handle = out.open("w", encoding="utf-8") if out else None
+        try:
+            with rt.store.engine.connect() as conn:
+                for row in rt.profiles.export(conn):
+                    line = json.dumps(row, ensure_ascii=False, default=str)
+                    if handle:
+                        handle.write(line + "\n")
+                    else:
+                        print(line)
+                    n += 1
+        finally:
+            if handle:
+                handle.close()
+        audit.append(rt.store, f"token:{staff.token_id}", "profiles.export", details={"profiles": n, "format": "jsonl"})
+    if out:
+        console.print(f"{n} profiles written to {out}")
