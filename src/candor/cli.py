@@ -699,7 +699,7 @@ def import_records(
             console.print(f"  row {e.row}: {e.error}")
         if len(report.errors) > 50:
             console.print(f"  … {len(report.errors) - 50} more (use --json for all)")
-    if report.errors and not report.imported:
+    if report.errors and not (report.imported or report.unchanged):
         raise typer.Exit(1)
 
 
