@@ -19,6 +19,10 @@ NOT_ABOUT_A_SUBJECT = {
     "audit_log": "pseudonymous ids only; kept as the record of processing",
     "audit_head": "the head of the audit chain",
     "identity_jobs": "progress counters of identity jobs",
+    "privacy_requests": "request records: pseudonyms, states, receipts; contact sealed under the request's own key",
+    "verification_codes": "hashed one-time codes",
+    "download_links": "hashed single-use tokens",
+    "markers": "cache generation counters",
 }
 
 

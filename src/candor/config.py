@@ -64,6 +64,16 @@ class Settings:
     match_threshold: float = field(default=0.95, metadata={"env": "CANDOR_MATCH_THRESHOLD"})
     match_review_threshold: float = field(default=0.80, metadata={"env": "CANDOR_MATCH_REVIEW_THRESHOLD"})
     survivorship: str = field(default="recent", metadata={"env": "CANDOR_SURVIVORSHIP"})
+    smtp_url: str = field(default="", metadata={"env": "CANDOR_SMTP_URL", "secret": True})
+    mail_from: str = field(default="privacy@candor.invalid", metadata={"env": "CANDOR_MAIL_FROM"})
+    public_url: str = field(default="http://127.0.0.1:8000", metadata={"env": "CANDOR_PUBLIC_URL"})
+    rate_privacy_requests_per_ip: str = field(
+        default="10/hour", metadata={"env": "CANDOR_RATE_PRIVACY_REQUESTS_PER_IP"}
+    )
+    rate_privacy_requests_per_identifier: str = field(
+        default="3/hour", metadata={"env": "CANDOR_RATE_PRIVACY_REQUESTS_PER_IDENTIFIER"}
+    )
+    rate_verify_per_ip: str = field(default="20/hour", metadata={"env": "CANDOR_RATE_VERIFY_PER_IP"})
     trusted_sources: str = field(default="", metadata={"env": "CANDOR_TRUSTED_SOURCES"})
 
     @classmethod
@@ -114,6 +124,9 @@ class Settings:
             "rate_collect_per_ip",
             "rate_staff_per_token",
             "rate_auth_failures_per_ip",
+            "rate_privacy_requests_per_ip",
+            "rate_privacy_requests_per_identifier",
+            "rate_verify_per_ip",
         ):
             value = getattr(self, name)
             try:
@@ -143,6 +156,10 @@ class Settings:
             raise ConfigError(
                 "CANDOR_MATCH_REVIEW_THRESHOLD and CANDOR_MATCH_THRESHOLD must satisfy 0 < review <= match < 1"
             )
+        if self.smtp_url and not self.smtp_url.startswith(("smtp://", "smtps://")):
+            raise ConfigError("CANDOR_SMTP_URL must look like smtp://user:pass@host:587?starttls=1 or smtps://host:465")
+        if not self.public_url.startswith(("http://", "https://")):
+            raise ConfigError("CANDOR_PUBLIC_URL must start with http:// or https://")
         if self.survivorship not in ("recent", "trusted", "frequent"):
             raise ConfigError("CANDOR_SURVIVORSHIP must be one of recent, trusted, frequent")
         url = self.database_url

@@ -34,6 +34,9 @@ class RateLimits:
             "auth_failure_ip": parse(settings.rate_auth_failures_per_ip),
             "login_ip": parse(settings.rate_login_per_ip),
             "login_user": parse(settings.rate_login_failures_per_user),
+            "privacy_ip": parse(settings.rate_privacy_requests_per_ip),
+            "privacy_identifier": parse(settings.rate_privacy_requests_per_identifier),
+            "verify_ip": parse(settings.rate_verify_per_ip),
         }
 
     def hit(self, name: str, key: str) -> None:

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import delete, select
 
 from candor.store import Store, now_ms
-from candor.store.schema import data_keys, keyring, subjects
+from candor.store.schema import data_keys, keyring, markers, subjects
 
 SEAL_VERSION = b"\x01"
 NONCE_BYTES = 12
@@ -86,6 +86,8 @@ class Vault:
         self._kek_checked = 0.0
         self._load_keks()
         self._keys: OrderedDict[str, AESGCM] = OrderedDict()
+        self._shred_checked = float("-inf")
+        self._shred_seen: int | None = None
         self._cache_size = cache_size
         self._hmac_keys: dict[int, bytes] = {}
         self.hmac_version = 0
@@ -266,8 +268,37 @@ class Vault:
         with self._lock:
             self._keys.pop(subject_id, None)
 
+    SHRED_CHECK_SECONDS = 0.5
+
+    def _check_shreds(self, conn: Any = None) -> None:
+        """Drop every cached key when any process shredded one (the ``shred`` marker moved)."""
+        now = time.monotonic()
+        if now < self._shred_checked + self.SHRED_CHECK_SECONDS:
+            return
+        self._shred_checked = now
+        query = select(markers.c.value).where(markers.c.name == "shred")
+        if conn is None:
+            with self.store.engine.connect() as c:
+                value = c.execute(query).scalar()
+        else:
+            value = conn.execute(query).scalar()
+        if value != self._shred_seen:
+            with self._lock:
+                self._keys.clear()
+            self._shred_seen = value
+
+    def new_key(self, conn: Any, key_id: str) -> AESGCM:
+        """A data key that belongs to no person (a privacy request's own), inside the caller's transaction."""
+        key = AESGCM.generate_key(bit_length=256)
+        wrapped, kek_id = self.wrap_with_id(key, b"dk:" + key_id.encode())
+        conn.execute(
+            data_keys.insert(), {"subject_id": key_id, "wrapped": wrapped, "kek_id": kek_id, "created_ms": now_ms()}
+        )
+        return self.remember(key_id, key)
+
     def key_for(self, subject_id: str, conn: Any = None) -> AESGCM:
         """The subject's data key (cached), or KeyDestroyed when it was shredded."""
+        self._check_shreds(conn)
         with self._lock:
             aead = self._keys.get(subject_id)
             if aead is not None:
@@ -287,6 +318,7 @@ class Vault:
         """Data keys for many subjects in one query (missing ones are left out)."""
         out: dict[str, AESGCM] = {}
         missing = []
+        self._check_shreds(conn)
         with self._lock:
             for sid in subject_ids:
                 aead = self._keys.get(sid)
@@ -304,9 +336,15 @@ class Vault:
         return out
 
     def shred(self, conn: Any, subject_id: str) -> bool:
-        """Destroy a subject's data key (crypto-shredding). Returns whether a key existed."""
+        """Destroy a subject's data key (crypto-shredding). Returns whether a key existed.
+
+        Other processes drop their cached keys within ``SHRED_CHECK_SECONDS`` (the ``shred`` marker).
+        """
         result = conn.execute(delete(data_keys).where(data_keys.c.subject_id == subject_id))
         self.forget(subject_id)
+        bump = self.store.insert(markers)
+        bump = bump.on_conflict_do_update(index_elements=["name"], set_={"value": markers.c.value + 1})
+        conn.execute(bump, {"name": "shred", "value": 1})
         return bool(result.rowcount)
 
     # -- sealing -------------------------------------------------------------------------------

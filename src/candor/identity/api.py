@@ -13,8 +13,8 @@ from candor.http import STAFF_RESPONSES, ErrorBody
 from candor.store.schema import identity_flags
 
 router = APIRouter(prefix="/v1/identity", tags=["identity"])
-NOT_FOUND = {"404": {"description": "No such item", "model": ErrorBody}}
-CONFLICT = {"409": {"description": "Already decided or removed", "model": ErrorBody}}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {"404": {"description": "No such item", "model": ErrorBody}}
+CONFLICT: dict[int | str, dict[str, Any]] = {"409": {"description": "Already decided or removed", "model": ErrorBody}}
 
 
 class Review(BaseModel):

@@ -334,6 +334,76 @@ consent_blocked = Table(
     Column("n", BigInteger, nullable=False),
 )
 
+# Data-subject requests. The requester's contact (to send codes and links) and any free text are
+# sealed under a key of the request's own (``requester_subject``), shredded when the request closes.
+privacy_requests = Table(
+    "privacy_requests",
+    metadata,
+    Column("id", String(32), primary_key=True),  # random, unguessable
+    Column("type", String(30), nullable=False),
+    Column("state", String(30), nullable=False, index=True),
+    Column("jurisdiction", String(10), nullable=False),
+    Column("id_type", String(40), nullable=False),
+    Column("pseudonym", String(64), nullable=False, index=True),
+    Column("requester_subject", String(32), nullable=True, index=True),
+    Column("sealed", LargeBinary, nullable=True),  # contact, corrections, the subject's note
+    Column("channel", String(30), nullable=False),
+    Column("received_ms", BigInteger, nullable=False),
+    Column("ack_due_ms", BigInteger, nullable=True),
+    Column("due_ms", BigInteger, nullable=False),
+    Column("extended_ms", BigInteger, nullable=True),
+    Column("extension_reason", String(300), nullable=True),
+    Column("verified_ms", BigInteger, nullable=True),
+    Column("verification", String(40), nullable=True),  # email_code | link | staff
+    Column("verified_by", String(100), nullable=True),
+    Column("completed_ms", BigInteger, nullable=True),
+    Column("denial_reason", String(300), nullable=True),
+    Column("outcome", Text, nullable=False, default="{}"),  # per store, no personal data
+    Column("notes", Text, nullable=False, default="[]"),  # staff annotations (no personal data)
+)
+
+verification_codes = Table(
+    "verification_codes",
+    metadata,
+    Column("request_id", String(32), primary_key=True),
+    Column("code_hash", String(64), nullable=False),
+    Column("expires_ms", BigInteger, nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("sent_ms", BigInteger, nullable=False),
+)
+
+# Single-use, expiring download links for access exports (the token is stored hashed).
+download_links = Table(
+    "download_links",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("request_id", String(32), nullable=False, index=True),
+    Column("file", String(200), nullable=False),
+    Column("expires_ms", BigInteger, nullable=False),
+    Column("used_ms", BigInteger, nullable=True),
+)
+
+# Data kept despite an erasure for a legal reason (an open order, a dispute), until released.
+legal_holds = Table(
+    "legal_holds",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("subject_id", String(32), nullable=False, index=True),
+    Column("store", String(40), nullable=False),  # which table or file the hold keeps
+    Column("reason", String(300), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("created_by", String(100), nullable=False),
+    Column("released_ms", BigInteger, nullable=True),
+)
+
+# Counters other processes watch: a change tells them to drop a cache (e.g. "shred" after erasures).
+markers = Table(
+    "markers",
+    metadata,
+    Column("name", String(40), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)
+
 # Tables holding data about one subject, and the column that names the subject.
 # Access export and erasure walk this list; tests/test_privacy_tables.py keeps it complete.
 SUBJECT_TABLES: dict[str, str] = {
@@ -347,6 +417,7 @@ SUBJECT_TABLES: dict[str, str] = {
     "identity_flags": "subject_id",
     "identity_reviews": "a_subject",
     "match_keys": "subject_id",
+    "legal_holds": "subject_id",
 }
 
 # Further columns that also name a subject (a row about two people): erasure matches them too.

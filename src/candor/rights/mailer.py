@@ -1,0 +1,61 @@
+"""Sending mail over SMTP (``CANDOR_SMTP_URL``): verification codes, download links, campaigns later.
+
+``smtp://user:pass@host:port`` (plain, or ``?starttls=1`` to upgrade), ``smtps://host:465`` (TLS from
+the start). The standard library's smtplib does the protocol; nothing here logs addresses or bodies.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+from email.message import EmailMessage
+from email.utils import make_msgid
+from urllib.parse import parse_qs, unquote, urlsplit
+
+
+class MailError(Exception):
+    """Mail could not be sent; the message names the reason, never the recipient."""
+
+
+class Mailer:
+    def __init__(self, url: str, sender: str, timeout: float = 15.0) -> None:
+        self.url = url
+        self.sender = sender
+        self.timeout = timeout
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.url)
+
+    def send(self, to: str, subject: str, text: str, headers: dict[str, str] | None = None) -> str:
+        """Send one plain-text message; returns its Message-ID."""
+        if not self.url:
+            raise MailError("no mail server is configured (set CANDOR_SMTP_URL)")
+        parts = urlsplit(self.url)
+        msg = EmailMessage()
+        msg["From"] = self.sender
+        msg["To"] = to
+        msg["Subject"] = subject
+        msg_id = make_msgid(domain=self.sender.rpartition("@")[2] or None)
+        msg["Message-ID"] = msg_id
+        for k, v in (headers or {}).items():
+            msg[k] = v
+        msg.set_content(text)
+        query = parse_qs(parts.query)
+        host, port = parts.hostname or "127.0.0.1", parts.port
+        try:
+            if parts.scheme == "smtps":
+                client: smtplib.SMTP = smtplib.SMTP_SSL(
+                    host, port or 465, timeout=self.timeout, context=ssl.create_default_context()
+                )
+            else:
+                client = smtplib.SMTP(host, port or 25, timeout=self.timeout)
+            with client:
+                if query.get("starttls", ["0"])[0] in ("1", "true", "yes"):
+                    client.starttls(context=ssl.create_default_context())
+                if parts.username:
+                    client.login(unquote(parts.username), unquote(parts.password or ""))
+                client.send_message(msg)
+        except (OSError, smtplib.SMTPException) as exc:
+            raise MailError(f"the mail server refused or could not be reached ({type(exc).__name__})") from None
+        return msg_id
