@@ -12,7 +12,7 @@ from sqlalchemy import select
 from candor.config import Settings
 from candor.events import iso_ms
 from candor.store import now_ms
-from candor.store.schema import profile_subjects, event_counts, events, identifiers, identity_edges, rejected_events
+from candor.store.schema import event_counts, events, identifiers, identity_edges, profile_subjects, rejected_events
 from tests.helpers import api, basic, bearer
 
 pytestmark = pytest.mark.anyio

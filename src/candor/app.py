@@ -33,6 +33,9 @@ from candor.identity.resolve import Resolver
 from candor.identity.service import Identity, IdentityError, identity_rules
 from candor.ingest import Ingestor, Work
 from candor.profiles import Profiles
+from candor.rights.mailer import Mailer
+from candor.rights.processing import Processor
+from candor.rights.requests import Requests, RightsError
 from candor.security import BodyLimit, RateLimited, RateLimits, SecurityHeaders
 from candor.store import Store
 from candor.store.engine import StoreUnavailable
@@ -74,6 +77,11 @@ class Runtime:
             priority=[t.strip() for t in settings.identity_priority.split(",") if t.strip()],
         )
         self.resolver = Resolver(self.store, self.vault, self.identity, settings)
+        self.mailer = Mailer(settings.smtp_url, settings.mail_from)
+        self.requests = Requests(self.store, self.vault, self.mailer, settings)
+        self.rights = Processor(self)
+        # an erased person in a database restored from an older backup is erased again, now
+        self.rights.erasure.reapply()
         self.checkpoints = audit.Checkpoints(self.store, self.vault, settings.data_dir)
         self.limits = RateLimits(settings)
         self._validators: dict[tuple[int, frozenset[str]], Validator] = {}
@@ -226,6 +234,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     from candor.identity import api as identity_api
 
     app.include_router(identity_api.router)
+    from candor.rights import api as rights_api
+
+    app.include_router(rights_api.router)
 
     install_error_handlers(app)
     install_middleware(app, settings)
@@ -261,6 +272,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _identity(_: Request, exc: IdentityError) -> Response:
         codes = {404: "not_found", 409: "conflict"}
         return error(exc.status, codes.get(exc.status, "invalid_identity"), str(exc))
+
+    @app.exception_handler(RightsError)
+    async def _rights(_: Request, exc: RightsError) -> Response:
+        return error(exc.status, exc.code, str(exc))
 
     @app.exception_handler(SuppressionError)
     async def _suppression(_: Request, exc: SuppressionError) -> Response:
