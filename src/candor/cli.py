@@ -811,3 +811,109 @@ def profiles_export(
         audit.append(rt.store, f"token:{staff.token_id}", "profiles.export", details={"profiles": n, "format": "jsonl"})
     if out:
         console.print(f"{n} profiles written to {out}")
+
+
+# -- privacy requests ----------------------------------------------------------------------------
+privacy_app = typer.Typer(
+    help="Data-subject requests: access, erasure, rectification, objections.", no_args_is_help=True
+)
+privacy_request_app = typer.Typer(help="Open a request on behalf of a person.", no_args_is_help=True)
+app.add_typer(privacy_app, name="privacy")
+privacy_app.add_typer(privacy_request_app, name="request")
+
+
+def _privacy_request(
+    type_: str, email: str | None, phone: str | None, user_id: str | None, verified: str | None, process: bool
+) -> None:
+    from candor.rights.requests import RightsError
+
+    given = [(t, v) for t, v in (("email", email), ("phone", phone), ("user_id", user_id)) if v]
+    if len(given) != 1:
+        err.print("[red]error:[/red] give exactly one of --email, --phone or --user-id")
+        raise typer.Exit(2)
+    with opened(RightsError) as rt:
+        req, _ = rt.requests.create(type_, *given[0], channel="cli", actor="cli", send_code=not verified)
+        if verified:
+            req = rt.requests.verify_by_staff(req.id, actor="cli", reason=verified)
+            if process:
+                rt.rights.process(req.id, actor="cli")
+                req = rt.requests.get(req.id)
+        from candor.store import now_ms
+
+        print(json.dumps(req.staff(now_ms()), indent=2))
+
+
+def _request_command(type_: str) -> Any:
+    def command(
+        email: Annotated[str | None, typer.Option(help="The person's email address")] = None,
+        phone: Annotated[str | None, typer.Option(help="The person's phone number")] = None,
+        user_id: Annotated[str | None, typer.Option("--user-id", help="The person's userId")] = None,
+        verified: Annotated[bool, typer.Option(help="The person was verified by other means (audited)")] = False,
+        how: Annotated[str, typer.Option(help="How they were verified (kept in the audit log)")] = (
+            "verified by the operator at the command line"
+        ),
+        process: Annotated[bool, typer.Option(help="Carry it out at once when verified")] = True,
+    ) -> None:
+        _privacy_request(type_, email, phone, user_id, how if verified else None, process)
+
+    command.__doc__ = f"A {type_.replace('_', ' ')} request (without --verified, a code is emailed to the person)."
+    return command
+
+
+for _type in (
+    "access",
+    "portability",
+    "erasure",
+    "restriction",
+    "objection_marketing",
+    "objection_profiling",
+    "opt_out_sale",
+    "limit_sensitive",
+):
+    privacy_request_app.command(_type.replace("_", "-"))(_request_command(_type))
+
+
+@privacy_app.command("list")
+def privacy_list(
+    overdue: Annotated[bool, typer.Option(help="Only overdue requests")] = False,
+    due_soon: Annotated[bool, typer.Option(help="Only requests due within 7 days")] = False,
+    state: Annotated[str | None, typer.Option(help="Only requests in this state")] = None,
+) -> None:
+    """Requests by due date, for the privacy officer."""
+    with opened() as rt:
+        print(json.dumps(rt.requests.listing(state=state, overdue=overdue, due_soon=due_soon), indent=2))
+
+
+@privacy_app.command("process")
+def privacy_process(request_id: str) -> None:
+    """Carry out (or resume) a verified request."""
+    from candor.rights.requests import RightsError
+
+    with opened(RightsError) as rt:
+        print(json.dumps(rt.rights.process(request_id, actor="cli"), indent=2))
+
+
+@privacy_app.command("export")
+def privacy_export(
+    request_id: str,
+    out: Annotated[Path, typer.Option(help="Where to write the zip")],
+) -> None:
+    """Write the access export of a verified access request to a file (for delivery by other means)."""
+    from candor.rights.requests import RightsError
+
+    with opened(RightsError) as rt:
+        req = rt.requests.get(request_id)
+        if req.type not in ("access", "portability") or req.verified_ms is None:
+            err.print("[red]error:[/red] only a verified access or portability request can be exported")
+            raise typer.Exit(1)
+        people = rt.rights.people(request_id)
+        data = rt.rights.export_bytes(people, request_id) if people else b""
+        from candor import audit
+
+        audit.append(rt.store, "cli", "rights.exported", target=f"request:{request_id}", details={"bytes": len(data)})
+    if not data:
+        console.print("no data found about this person")
+        return
+    out.write_bytes(data)
+    os.chmod(out, 0o600)
+    console.print(f"{len(data)} bytes written to {out}")

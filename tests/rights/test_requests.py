@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import zipfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -314,3 +315,67 @@ def test_deadline_arithmetic() -> None:
     assert add_business_days(fri, 1) == fri + 3 * 86_400_000  # the next Monday
     ack, due = deadlines("US-CA", fri)
     assert ack == add_business_days(fri, 10) and due == fri + 45 * 86_400_000
+
+
+async def test_an_erasure_killed_between_shredding_and_purging_completes_on_restart(
+    rights_settings: Settings, inbox: Inbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from candor.rights.erasure import Erasure
+
+    async with api(rights_settings) as a:
+        await plant(a)
+        people = a.rt.identity.members(a.rt.consent.subject_for("user_id", "qm-1") or "")
+
+        def crash(*_: Any, **__: Any) -> Any:
+            raise SystemExit("killed")
+
+        monkeypatch.setattr(Erasure, "purge", crash)
+        r = await a.client.post("/v1/privacy-requests", json={"type": "erasure", "email": EMAIL})
+        rid = r.json()["id"]
+        a.rt.requests.verify(rid, inbox.last_code(EMAIL.lower()))
+        with pytest.raises(SystemExit):
+            a.rt.rights.process(rid)
+        assert rows_of(a, people)["events"] == 4 and rows_of(a, people)["data_keys"] == 0  # shredded, not purged
+        monkeypatch.undo()
+        # the operator resumes the request; a restart would also finish it from the journal
+        a.rt.rights.process(rid)
+        assert set(rows_of(a, people).values()) == {0}
+        assert a.rt.requests.get(rid).state == "completed"
+
+
+def test_privacy_cli_access_export_and_erasure(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from candor.cli import app
+
+    runner = CliRunner()
+    data = tmp_path / "data"
+
+    def run(*args: str, code: int = 0) -> str:
+        result = runner.invoke(app, ["--data-dir", str(data), *args], catch_exceptions=False)
+        assert result.exit_code == code, result.output
+        return result.output
+
+    csv_file = tmp_path / "crm.csv"
+    csv_file.write_text("id,first,mail\n7,Thaddeus,t.vex@example.org\n", encoding="utf-8")
+    run(
+        "import",
+        "records",
+        str(csv_file),
+        "--source",
+        "crm",
+        "--id-column",
+        "id",
+        "--map",
+        "first=firstName,mail=email",
+    )
+    req = json.loads(run("privacy", "request", "access", "--email", "t.vex@example.org", "--verified"))
+    assert req["state"] == "completed" and req["verification"] == "staff"
+    out = tmp_path / "export.zip"
+    run("privacy", "export", req["id"], "--out", str(out))
+    assert "Thaddeus" in zipfile.ZipFile(out).read("data.json").decode()
+    gone = json.loads(run("privacy", "request", "erasure", "--email", "t.vex@example.org", "--verified"))
+    assert gone["state"] == "completed" and gone["outcome"]["stores"]["events"]["deleted"] == 1
+    assert sorted(r["type"] for r in json.loads(run("privacy", "list"))) == ["access", "erasure"]
+    assert not list((data / "exports").iterdir())  # the export went with the person
+    run("privacy", "request", "access", code=2)

@@ -44,8 +44,11 @@ class Processor:
         self.erasure = Erasure(rt)
         self.exports_dir = Path(rt.settings.data_dir) / "exports"
 
-    def people(self, request_id: str) -> list[str]:
-        """Every subject of the unified profile the request's identifier belongs to (or none)."""
+    def people(self, request_id: str, *, include_erased: bool = False) -> list[str]:
+        """Every subject of the unified profile the request's identifier belongs to (or none).
+
+        ``include_erased`` also returns subjects shredded but not yet purged (a resumed erasure).
+        """
         private = self.requests.private(request_id)
         if not private:
             return []
@@ -57,7 +60,10 @@ class Processor:
             alive = set(
                 conn.execute(
                     select(subjects.c.subject_id).where(
-                        subjects.c.subject_id.in_(members), subjects.c.state != "erased"
+                        subjects.c.subject_id.in_(members),
+                        subjects.c.state.in_(
+                            ("active", "restricted", "erased") if include_erased else ("active", "restricted")
+                        ),
                     )
                 ).scalars()
             )
@@ -73,7 +79,7 @@ class Processor:
                 update(privacy_requests).where(privacy_requests.c.id == request_id).values(state="in_progress")
             )
             audit.record(conn, actor, "rights.in_progress", target=f"request:{request_id}", details={"type": req.type})
-        people = self.people(request_id)
+        people = self.people(request_id, include_erased=req.type == "erasure")
         outcome: dict[str, Any] = {"found": bool(people), "subjects": len(people)}
         final = "completed"
         message = "We have completed your request."
