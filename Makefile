@@ -22,7 +22,12 @@ $(VENV)/.installed-dev: $(BIN)/python pyproject.toml
 	touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed
-install-dev: $(VENV)/.installed-dev
+install-dev: $(VENV)/.installed-dev tests/web/node_modules/.installed
+
+# axe-core (accessibility checks in the browser tests) from npm; skipped where npm is missing
+tests/web/node_modules/.installed: tests/web/package.json tests/web/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then npm ci --prefix tests/web --no-audit --no-fund --silent && touch $@; \
+	else echo "npm not found: browser accessibility checks will be skipped"; fi
 
 ## make run: install, seed a demo brand into the embedded store, serve on http://$(HOST):$(PORT)
 run: install
