@@ -58,6 +58,7 @@ class Settings:
     identity_limits: str = field(default="user_id=1", metadata={"env": "CANDOR_IDENTITY_LIMITS"})
     identity_max_shared: int = field(default=10, metadata={"env": "CANDOR_IDENTITY_MAX_SHARED"})
     identity_junk_values: str = field(default="", metadata={"env": "CANDOR_IDENTITY_JUNK_VALUES"})
+    identity_weak: str = field(default="phone", metadata={"env": "CANDOR_IDENTITY_WEAK"})
     identity_priority: str = field(
         default="user_id,ext:loyalty_card,email,phone,anonymous_id", metadata={"env": "CANDOR_IDENTITY_PRIORITY"}
     )

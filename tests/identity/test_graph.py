@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from candor.identity.graph import FLAGGED, HELD, LINKED, REMOVED, Edge, MemorySource, Rules, replay, update
 
-TYPES = ("user_id", "anonymous_id", "email")
+TYPES = ("user_id", "anonymous_id", "email", "phone")
 RULES = Rules(limits={"user_id": 1}, max_shared=2, anonymous_shared=3)
 
 
@@ -120,3 +120,14 @@ def test_a_new_supernode_undoes_the_links_it_made_incrementally() -> None:
             assert partition(source.profile_of) == {frozenset({"s0", "s1", "s2", "s3"})}
     assert partition(source.profile_of) == set()
     assert set(source.states.values()) == {FLAGGED}
+
+
+def test_a_shared_phone_is_evidence_not_a_link() -> None:
+    ph = ("phone", "p")
+    edges = [e(1, ("record", "r1"), ph, "s1", "s1"), e(2, ("record", "r2"), ph, "s2", "s1")]
+    out = replay(edges, {}, Rules())
+    assert out.states == {1: LINKED, 2: "weak"}
+    assert out.profile_of["s2"] == "s2"
+    # with phone trusted (CANDOR_IDENTITY_WEAK empty) the family is one profile
+    out = replay(edges, {}, Rules(weak=frozenset()))
+    assert out.states == {1: LINKED, 2: LINKED} and out.profile_of["s2"] == "s1"

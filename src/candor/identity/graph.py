@@ -9,6 +9,8 @@ The log is replayed in edge-id order, and each edge gets one state:
 - ``removed``: split by a person (kept in the log with who and when);
 - ``flagged``: one end is a supernode, an identifier shared by too many others of one type (a store's
   default email, a kiosk's browser): it stops linking anything;
+- ``weak``: a weak identifier (a phone number by default: families share one) is held by another
+  subject; it is recorded, and probabilistic matching weighs it, but it does not link on its own;
 - ``held``: linking would put more identifiers of a limited type in one profile than allowed (two
   different authenticated userIds by default): it waits in the review queue instead;
 - ``linked``: it joins two profiles, or confirms a link inside one.
@@ -30,6 +32,7 @@ from typing import Protocol
 Node = tuple[str, str]
 
 LINKED = "linked"
+WEAK = "weak"
 HELD = "held"
 FLAGGED = "flagged"
 REMOVED = "removed"
@@ -56,9 +59,19 @@ class Rules:
     never_flagged: frozenset[str] = frozenset({"user_id"})
     # rules whose edges a person decided: never held by the limits
     decided_rules: frozenset[str] = frozenset({"manual"})
+    # identifier types that never join two subjects by themselves (evidence for matching only)
+    weak: frozenset[str] = frozenset({"phone"})
 
     def share_limit(self, neighbour_type: str) -> int:
         return self.anonymous_shared if neighbour_type == "anonymous_id" else self.max_shared
+
+    def is_weak(self, e: Edge) -> bool:
+        """An edge between two subjects through a weak identifier, not decided by a person."""
+        return (
+            e.a_subject != e.b_subject
+            and (e.a[0] in self.weak or e.b[0] in self.weak)
+            and e.rule not in self.decided_rules
+        )
 
     def is_flagged(self, node: Node, neighbour_counts: Mapping[str, int]) -> bool:
         if node[0] in self.never_flagged:
@@ -116,6 +129,8 @@ def closure(source: EdgeSource, start: Iterable[str], rules: Rules) -> tuple[set
             edges[e.id] = e
             if e.removed or e.a in flags or e.b in flags:
                 continue
+            if rules.is_weak(e):
+                continue
             for s in (e.a_subject, e.b_subject):
                 if s not in seen:
                     seen.add(s)
@@ -150,6 +165,9 @@ def decide(
             continue
         if e.a in flags or e.b in flags:
             states[e.id] = FLAGGED
+            continue
+        if rules.is_weak(e):
+            states[e.id] = WEAK
             continue
         ra, rb = find(e.a_subject), find(e.b_subject)
         if ra == rb:

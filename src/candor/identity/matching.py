@@ -112,7 +112,10 @@ def _normalise_field(field: str, value: object) -> str | None:
             return None
     else:  # postal_code
         result = _fold(text).replace(" ", "")
-    return result or None
+    # the cleaned value is judged again: "0\x1b" is the placeholder "0" once cleaned (idempotence)
+    if not result or is_junk(result):
+        return None
+    return result
 
 
 def normalise_record(raw: Mapping[str, Any]) -> dict[str, str | None]:

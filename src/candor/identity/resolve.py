@@ -87,6 +87,7 @@ class Resolver:
         self.threshold = settings.match_threshold
         self.review_threshold = settings.match_review_threshold
         self.region = settings.default_phone_region
+        self._model: tuple[int, Any] | None = None
 
     # -- records -------------------------------------------------------------------------------
     def active_subjects(self, conn: Any) -> list[str]:
@@ -150,11 +151,21 @@ class Resolver:
 
     # -- model ---------------------------------------------------------------------------------
     def saved_model(self) -> Any:
+        """The trained model, kept warm between calls until a new one is saved (any process)."""
         from candor.identity.matching import Model
 
         with self.store.engine.connect() as conn:
+            stamp = conn.execute(select(identity_jobs.c.updated_ms).where(identity_jobs.c.name == "model")).scalar()
+            if stamp is None:
+                return None
+            if self._model is not None and self._model[0] == stamp:
+                return self._model[1]
             raw = conn.execute(select(identity_jobs.c.state).where(identity_jobs.c.name == "model")).scalar()
-        return Model.from_json(raw) if raw else None
+        model = Model.from_json(str(raw))
+        if self._model is not None:
+            self._model[1].close()
+        self._model = (stamp, model)
+        return model
 
     def _save(self, conn: Any, name: str, state: str) -> None:
         stmt = self.store.insert(identity_jobs)

@@ -100,15 +100,20 @@ class SqlSource:
                         result[(t, p)] = {"*": n}
                         todo.discard((t, p))
         seen: dict[Node, dict[str, set[str]]] = {n: {} for n in todo}
-        for chunk in _chunks({p for _, p in todo}):
-            for side, other in (("a", "b"), ("b", "a")):
-                q = select(E[f"{side}_type"], E[f"{side}_pid"], E[f"{other}_type"], E[f"{other}_pid"]).where(
-                    and_(E[f"{side}_pid"].in_(chunk), E.removed_ms.is_(None))
-                )
-                for t, p, ot, op in self.conn.execute(q):
-                    per = seen.get((t, p))
-                    if per is not None and (ot, op) != (t, p):
-                        per.setdefault(ot, set()).add(op)
+        by_type: dict[str, list[str]] = {}
+        for t, p in todo:
+            by_type.setdefault(t, []).append(p)
+        for t, pids in by_type.items():
+            for chunk in _chunks(pids):
+                # (type, pid) leads an index on each side: no scan of the edge log
+                for side, other in (("a", "b"), ("b", "a")):
+                    q = select(E[f"{side}_pid"], E[f"{other}_type"], E[f"{other}_pid"]).where(
+                        and_(E[f"{side}_type"] == t, E[f"{side}_pid"].in_(chunk), E.removed_ms.is_(None))
+                    )
+                    for p, ot, op in self.conn.execute(q):
+                        per = seen.get((t, p))
+                        if per is not None and (ot, op) != (t, p):
+                            per.setdefault(ot, set()).add(op)
         for node, per in seen.items():
             result[node] = {t: len(v) for t, v in per.items()}
         return result
@@ -116,13 +121,16 @@ class SqlSource:
     def limited_counts(self, subjects: set[str]) -> dict[str, dict[str, int]]:
         limited = list(self.rules.limits)
         out: dict[str, dict[str, int]] = {}
+        wanted = set(limited)
         for chunk in _chunks(subjects):
+            # by subject (its index); the type is filtered here, so the planner cannot pick the primary key
             q = select(identifiers.c.subject_id, identifiers.c.id_type, identifiers.c.pseudonym).where(
-                and_(identifiers.c.subject_id.in_(chunk), identifiers.c.id_type.in_(limited))
+                identifiers.c.subject_id.in_(chunk)
             )
             per: dict[str, dict[str, set[str]]] = {}
             for sid, t, p in self.conn.execute(q):
-                per.setdefault(sid, {}).setdefault(t, set()).add(p)
+                if t in wanted:
+                    per.setdefault(sid, {}).setdefault(t, set()).add(p)
             for sid, types in per.items():
                 out[sid] = {t: len(v) for t, v in types.items()}
         return out
@@ -150,6 +158,7 @@ def identity_rules(settings: Any) -> Rules:
     return Rules(
         limits=settings.identity_limit_map,
         max_shared=settings.identity_max_shared,
+        weak=frozenset(t.strip() for t in settings.identity_weak.split(",") if t.strip()),
         anonymous_shared=settings.identity_max_shared * 5,
     )
 
