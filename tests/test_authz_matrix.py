@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from candor.app import RouteInfo, create_app, route_table
-from candor.auth import ROLES, Public, Require, SourceAuth
+from candor.auth import ROLES, Public, Require, SessionAuth, SourceAuth
 from candor.config import Settings
 from tests.helpers import api, basic, bearer
 
@@ -26,7 +26,7 @@ def declaration(route: RouteInfo) -> list[Any]:
     stack = list(route.dependant.dependencies)
     while stack:
         dep = stack.pop()
-        if isinstance(dep.call, Public | SourceAuth | Require):
+        if isinstance(dep.call, Public | SourceAuth | Require | SessionAuth):
             found.append(dep.call)
         stack.extend(dep.dependencies)
     return found
@@ -87,6 +87,11 @@ async def test_authorization_matrix(tmp_path: Any) -> None:
                     r = await a.client.request(method, fill_path(route.path), json={}, headers=headers)
                     where = f"{method} {route.path} as {who}"
                     assert r.status_code < 500, where
+                    if isinstance(decl, SessionAuth):
+                        # pages take no API credentials: only their own session cookie opens them
+                        assert r.status_code in (303, 401), f"{where}: got {r.status_code}"
+                        checked += 1
+                        continue
                     if allowed:
                         assert r.status_code not in (401, 403), f"{where} was refused: {r.text}"
                     else:

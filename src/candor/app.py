@@ -237,6 +237,11 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     from candor.rights import api as rights_api
 
     app.include_router(rights_api.router)
+    from candor.web import assets, console, preferences
+
+    app.include_router(assets.router)
+    app.include_router(preferences.router)
+    app.include_router(console.router)
 
     install_error_handlers(app)
     install_middleware(app, settings)

@@ -369,6 +369,24 @@ class SourceAuth:
         return None
 
 
+class SessionAuth:
+    """Declares a server-rendered page behind a browser session cookie: the customer's own
+    (``kind="preferences"``, from a signed link) or staff's (``kind="console"``, after sign-in),
+    with the scope the page needs. The page handler checks the cookie and its CSRF token; without a
+    valid session a page answers 401 or redirects to the sign-in page (303)."""
+
+    def __init__(self, kind: str, scope: str | None = None) -> None:
+        if kind not in ("preferences", "console"):
+            raise ValueError(f"unknown session kind {kind!r}")
+        if scope is not None and scope not in SCOPES:
+            raise ValueError(f"unknown scope {scope!r}")
+        self.kind = kind
+        self.scope = scope
+
+    async def __call__(self) -> None:
+        return None
+
+
 class Require:
     """Declares and enforces that the caller is staff holding ``scope`` (any staff when None)."""
 

@@ -917,3 +917,32 @@ def privacy_export(
     out.write_bytes(data)
     os.chmod(out, 0o600)
     console.print(f"{len(data)} bytes written to {out}")
+
+
+# -- preference center ---------------------------------------------------------------------------
+preferences_app = typer.Typer(help="The customer's preference center.", no_args_is_help=True)
+app.add_typer(preferences_app, name="preferences")
+
+
+@preferences_app.command("link")
+def preferences_link(
+    email: Annotated[str | None, typer.Option(help="The person's email address")] = None,
+    user_id: Annotated[str | None, typer.Option("--user-id", help="The person's userId")] = None,
+    hours: Annotated[float, typer.Option(help="How long the link works")] = 72.0,
+) -> None:
+    """Print a signed, expiring link to a person's preference center (to send them)."""
+    from candor.rights.requests import RightsError
+    from candor.web.preferences import make_link
+
+    given = [(t, v) for t, v in (("email", email), ("user_id", user_id)) if v]
+    if len(given) != 1:
+        err.print("[red]error:[/red] give exactly one of --email or --user-id")
+        raise typer.Exit(2)
+    if not 0 < hours <= 24 * 30:
+        err.print("[red]error:[/red] --hours must be between 0 and 720")
+        raise typer.Exit(2)
+    with opened(RightsError) as rt:
+        if rt.profiles.find(*given[0]) is None:
+            err.print("[red]error:[/red] no person with that identifier")
+            raise typer.Exit(1)
+        print(make_link(rt, *given[0], ttl_ms=int(hours * 3600 * 1000)))

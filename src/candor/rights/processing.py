@@ -7,6 +7,7 @@ with "no data found" in its receipt and the same wording towards the requester.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import time
@@ -43,6 +44,7 @@ class Processor:
         self.vault: Vault = rt.vault
         self.erasure = Erasure(rt)
         self.exports_dir = Path(rt.settings.data_dir) / "exports"
+        self._tokens: dict[str, str] = {}  # request id -> its download token, for the page that asked
 
     def people(self, request_id: str, *, include_erased: bool = False) -> list[str]:
         """Every subject of the unified profile the request's identifier belongs to (or none).
@@ -52,7 +54,7 @@ class Processor:
         private = self.requests.private(request_id)
         if not private:
             return []
-        sid = self.rt.consent.subject_for(private["id_type"], private["value"])
+        sid = private.get("subject") or self.rt.consent.subject_for(private["id_type"], private["value"])
         if sid is None:
             return []
         with self.rt.store.engine.connect() as conn:
@@ -153,7 +155,12 @@ class Processor:
                 },
             )
             audit.record(conn, actor, "rights.export_ready", subject_id=owner, target=f"request:{request_id}")
+        self._tokens[request_id] = token
         return {"bytes": len(data), "token": token}
+
+    def last_token(self, request_id: str) -> str | None:
+        """The download token of an access request processed in this process (once)."""
+        return self._tokens.pop(request_id, None)
 
     def download(self, token: str) -> tuple[str, bytes]:
         """The export behind a single-use link; the link is spent whether or not the file is readable."""
@@ -174,42 +181,48 @@ class Processor:
         return f"candor-data-{row['request_id'][:8]}.zip", data
 
     # -- rectification, restriction, objections ------------------------------------------------
-    def _source_id(self) -> int:
-        """The built-in source that rectifications are recorded under (created on first use)."""
-        query = select(sources.c.id).where(sources.c.name == PRIVACY_SOURCE)
+    def source_id(self, name: str = PRIVACY_SOURCE) -> int:
+        """A built-in source (``privacy-requests``, ``preference-center``), created on first use."""
+        query = select(sources.c.id).where(sources.c.name == name)
         with self.rt.store.engine.connect() as conn:
             sid = conn.execute(query).scalar()
         if sid is None:
-            self.rt.directory.create_source(PRIVACY_SOURCE)
+            with contextlib.suppress(ValueError):  # created meanwhile by another request
+                self.rt.directory.create_source(name)
             with self.rt.store.engine.connect() as conn:
                 sid = conn.execute(query).scalar()
         return int(sid)
 
-    def _rectify(self, request_id: str, people: list[str], actor: str) -> dict[str, Any]:
-        traits = self.requests.private(request_id).get("details", {}).get("traits") or {}
-        if not isinstance(traits, dict) or not traits:
-            return {"rectified": []}
-        owner = people[0]
-        source_id = self._source_id()
+    def add_traits(self, subject_id: str, traits: dict[str, Any], *, source: str, message_id: str) -> None:
+        """Record traits the person gave us directly, as an identify from a built-in source."""
+        source_id = self.source_id(source)
         ts = now_ms()
         with self.rt.store.write() as conn:
             conn.execute(
-                events.insert(),
+                self.rt.store.insert_ignore(events),
                 {
                     "source_id": source_id,
-                    "message_id": f"rectification:{request_id}",
+                    "message_id": message_id[:200],
                     "type": "identify",
                     "event": None,
-                    "subject_id": owner,
+                    "subject_id": subject_id,
                     "user_pid": None,
                     "anon_pid": None,
                     "ts_ms": ts,
                     "received_ms": ts,
                     "properties": "{}",
                     "context": "{}",
-                    "sealed": self.vault.seal(owner, orjson.dumps({"traits": traits})),
+                    "sealed": self.vault.seal(subject_id, orjson.dumps({"traits": traits})),
                 },
             )
+
+    def _rectify(self, request_id: str, people: list[str], actor: str) -> dict[str, Any]:
+        traits = self.requests.private(request_id).get("details", {}).get("traits") or {}
+        if not isinstance(traits, dict) or not traits:
+            return {"rectified": []}
+        owner = people[0]
+        self.add_traits(owner, traits, source=PRIVACY_SOURCE, message_id=f"rectification:{request_id}")
+        with self.rt.store.write() as conn:
             audit.record(
                 conn,
                 actor,

@@ -322,6 +322,51 @@ class Requests:
             req = self.get(req.id)
         return req, new
 
+    def create_verified_by_link(
+        self, type_: str, id_type: str, pseudonym: str, subject_id: str
+    ) -> tuple[Request, bool]:
+        """A request from the preference center: the signed link already proved control of the identifier."""
+        if type_ not in TYPES:
+            raise RightsError(f"type must be one of {', '.join(TYPES)}")
+        received = now_ms()
+        request_id = secrets.token_hex(16)
+        with self.store.write() as conn:
+            key = self.vault.new_key(conn, _key_id(request_id))
+            sealed = self.vault.seal_with(
+                key,
+                orjson.dumps({"id_type": id_type, "subject": subject_id, "contact": None, "details": {}}),
+                _key_id(request_id).encode(),
+            )
+            ack, due = deadlines(self.default_jurisdiction, received)
+            conn.execute(
+                privacy_requests.insert(),
+                {
+                    "id": request_id,
+                    "type": type_,
+                    "state": "received",
+                    "jurisdiction": self.default_jurisdiction,
+                    "id_type": id_type,
+                    "pseudonym": pseudonym,
+                    "requester_subject": _key_id(request_id),
+                    "sealed": sealed,
+                    "channel": "preference_center",
+                    "received_ms": received,
+                    "ack_due_ms": ack,
+                    "due_ms": due,
+                    "outcome": "{}",
+                    "notes": "[]",
+                },
+            )
+            audit.record(
+                conn,
+                "subject",
+                "rights.received",
+                target=f"request:{request_id}",
+                details={"type": type_, "via": "preference_center"},
+            )
+            self._mark_verified(conn, request_id, "link", "subject")
+        return self.get(request_id), True
+
     def send_code(self, request_id: str) -> None:
         """Email a fresh one-time code (10 minutes, 5 attempts) to the request's contact address."""
         private = self.private(request_id)
