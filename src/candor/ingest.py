@@ -127,8 +127,14 @@ class Ingestor:
 
     def forget_subject(self, subject_id: str) -> None:
         """Drop cached identifier mappings of a subject (after erasure, split or rotation)."""
+        self.forget_subjects({subject_id})
+
+    def forget_subjects(self, subject_ids: set[str]) -> None:
+        """Drop cached identifier mappings of many subjects in one pass over the cache."""
+        if not subject_ids:
+            return
         with self._lock:
-            for key in [k for k, v in self._ids.items() if v == subject_id]:
+            for key in [k for k, v in self._ids.items() if v in subject_ids]:
                 del self._ids[key]
             self._edges.clear()
 

@@ -160,7 +160,7 @@ class Erasure:
         effective_ms = round((time.perf_counter() - started) * 1000, 1)
         for sid in people:
             self.rt.consent.invalidate(sid)
-            self.rt.ingestor.forget_subject(sid)
+        self.rt.ingestor.forget_subjects(set(people))
         # 2. purge
         result: dict[str, Any] = {"effective_ms": effective_ms, "tombstones": tombstones}
         result.update(self.purge(people, holds, actor=actor, request_id=request_id))

@@ -52,6 +52,10 @@ def _names(conn: Any) -> dict[int, str]:
 
 
 def _docs(rt: Any, conn: Any, people: list[str]) -> list[tuple[Any, dict[str, Any]]]:
+    """Every event of the people with its opened personal part (once per export: sections share it)."""
+    cached = _DOCS.get((id(conn), tuple(people)))
+    if cached is not None:
+        return cached
     keys = rt.vault.keys_for(people, conn)
     out = []
     for r in conn.execute(select(events).where(events.c.subject_id.in_(people)).order_by(events.c.ts_ms)).mappings():
@@ -63,7 +67,12 @@ def _docs(rt: Any, conn: Any, people: list[str]) -> list[tuple[Any, dict[str, An
             except (KeyDestroyed, VaultError):
                 doc = {}
         out.append((r, doc))
+    _DOCS[(id(conn), tuple(people))] = out
     return out
+
+
+# documents opened during one build_export (cleared when it ends)
+_DOCS: dict[tuple[int, tuple[str, ...]], list[tuple[Any, dict[str, Any]]]] = {}
 
 
 def _profile(rt: Any, conn: Any, people: list[str], _rid: str) -> list[dict[str, Any]]:
@@ -342,7 +351,10 @@ def build_export(rt: Any, people: list[str], request_id: str) -> bytes:
 
     generated = iso_ms(now_ms())
     with rt.store.engine.connect() as conn:
-        content = {s.name: s.rows(rt, conn, people, request_id) for s in SECTIONS}
+        try:
+            content = {s.name: s.rows(rt, conn, people, request_id) for s in SECTIONS}
+        finally:
+            _DOCS.pop((id(conn), tuple(people)), None)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr(

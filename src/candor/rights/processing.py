@@ -156,6 +156,8 @@ class Processor:
             )
             audit.record(conn, actor, "rights.export_ready", subject_id=owner, target=f"request:{request_id}")
         self._tokens[request_id] = token
+        while len(self._tokens) > 1000:  # only the page that asked collects it; never grow without bound
+            self._tokens.pop(next(iter(self._tokens)))
         return {"bytes": len(data), "token": token}
 
     def last_token(self, request_id: str) -> str | None:
