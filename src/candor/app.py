@@ -231,6 +231,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     from candor.consent import api as consent_api
 
     app.include_router(consent_api.router)
+    from candor.web import banner
+
+    app.include_router(banner.router)
     from candor.identity import api as identity_api
 
     app.include_router(identity_api.router)

@@ -33,7 +33,9 @@ def need(condition: bool, reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
+# Module scope: the sync Playwright API runs an event loop of its own while it is open, which must be
+# closed again before the suite's async tests run.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     need(CHROMIUM.exists(), f"Chromium not found at {CHROMIUM} (apt-get install chromium)")
     from playwright.sync_api import sync_playwright

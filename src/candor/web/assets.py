@@ -16,7 +16,11 @@ FILES = {"candor.css": "text/css; charset=utf-8"}
     "/static/{name}",
     dependencies=[Depends(Public())],
     response_class=Response,
-    responses={"200": {"content": {"text/css": {}}}, "404": {"description": "No such file"}},
+    responses={
+        "200": {"content": {"text/css": {}}},
+        "400": {"description": "A malformed name"},
+        "404": {"description": "No such file"},
+    },
 )
 def static(name: str = Path(max_length=64)) -> Response:
     """The pages' stylesheet."""

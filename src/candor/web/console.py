@@ -21,6 +21,7 @@ from sqlalchemy import func, select
 from candor import audit
 from candor.auth import Public, SessionAuth, Staff
 from candor.consent.ledger import ConsentError
+from candor.http import ErrorBody
 from candor.identity.service import IdentityError
 from candor.rights.requests import RightsError
 from candor.security import RateLimited
@@ -36,7 +37,11 @@ SESSION_SECONDS = 12 * 3600
 HTML: dict[int | str, dict[str, Any]] = {
     "200": {"content": {"text/html": {}}},
     "303": {"description": "redirect (to the sign-in page without a session)"},
+    "400": {"model": ErrorBody, "content": {"text/html": {}}},
     "401": {"content": {"text/html": {}}},
+    "403": {"content": {"text/html": {}}},
+    "404": {"content": {"text/html": {}}},
+    "429": {"content": {"text/html": {}}},
 }
 NAV = (
     ("/admin", "Dashboard", None),

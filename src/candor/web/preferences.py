@@ -19,6 +19,7 @@ from sqlalchemy import and_, select
 
 from candor import audit
 from candor.auth import Public, SessionAuth
+from candor.http import ErrorBody
 from candor.rights.requests import RightsError
 from candor.store.schema import identifiers
 from candor.web.common import BadToken, Signer, check_csrf, page, set_cookie
@@ -48,7 +49,11 @@ CHANNELS = ("email", "sms", "post", "push", "phone")
 HTML: dict[int | str, dict[str, Any]] = {
     "200": {"content": {"text/html": {}}},
     "303": {"description": "redirect"},
+    "400": {"model": ErrorBody, "content": {"text/html": {}}},
     "401": {"content": {"text/html": {}}},
+    "403": {"content": {"text/html": {}}},
+    "404": {"content": {"text/html": {}}},
+    "429": {"content": {"text/html": {}}},
 }
 
 
