@@ -23,6 +23,9 @@ NOT_ABOUT_A_SUBJECT = {
     "verification_codes": "hashed one-time codes",
     "download_links": "hashed single-use tokens",
     "markers": "cache generation counters",
+    "segments": "segment definitions",
+    "segment_runs": "segment sizes and purpose breakdowns (aggregates)",
+    "campaigns": "campaign definitions and templates",
 }
 
 

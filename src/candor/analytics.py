@@ -17,7 +17,17 @@ from sqlalchemy.engine import make_url
 
 from candor.store import Store
 
-TABLES = ("subjects", "identifiers", "consent_records", "suppressions", "notices", "events")
+TABLES = (
+    "subjects",
+    "identifiers",
+    "consent_records",
+    "suppressions",
+    "notices",
+    "events",
+    "profile_subjects",
+    "segment_members",
+    "sends",
+)
 
 
 def _extension_path(module: str) -> str:

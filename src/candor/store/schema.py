@@ -396,6 +396,70 @@ legal_holds = Table(
     Column("released_ms", BigInteger, nullable=True),
 )
 
+# Segments: declarative definitions (JSON), evaluated on the analytics engine.
+segments = Table(
+    "segments",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("definition", Text, nullable=False),  # JSON, validated (segments.py)
+    Column("created_ms", BigInteger, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+    Column("created_by", String(100), nullable=False),
+)
+
+# Membership history: a row per profile and stretch of time it was a member (until_ms NULL: still is).
+segment_members = Table(
+    "segment_members",
+    metadata,
+    Column("segment_id", Integer, primary_key=True),
+    Column("subject_id", String(32), primary_key=True),  # the profile id
+    Column("since_ms", BigInteger, primary_key=True),
+    Column("until_ms", BigInteger, nullable=True),
+    Index("ix_segment_members_subject", "subject_id"),
+)
+
+# Each evaluation: its size and the purpose breakdown (aggregates only).
+segment_runs = Table(
+    "segment_runs",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("segment_id", Integer, nullable=False, index=True),
+    Column("run_ms", BigInteger, nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("breakdown", Text, nullable=False),  # JSON
+)
+
+campaigns = Table(
+    "campaigns",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("segment_id", Integer, nullable=False),
+    Column("channel", String(20), nullable=False),
+    Column("purpose", String(40), nullable=False),
+    Column("definition", Text, nullable=False),  # JSON: subject, templates, sender, budget, cost
+    Column("state", String(20), nullable=False),  # draft | sending | sent | failed
+    Column("created_ms", BigInteger, nullable=False),
+    Column("created_by", String(100), nullable=False),
+    Column("sent_ms", BigInteger, nullable=True),
+)
+
+# One row per campaign and recipient: what happened (sent, or skipped with the reason). Pseudonymous.
+sends = Table(
+    "sends",
+    metadata,
+    Column("campaign_id", Integer, primary_key=True),
+    Column("subject_id", String(32), primary_key=True),
+    Column("outcome", String(30), nullable=False),  # sent | failed | skipped:<reason>
+    Column("variant", String(20), nullable=True),  # personalised | generic
+    Column("channel", String(20), nullable=False),
+    Column("ts_ms", BigInteger, nullable=False),
+    Column("message_id", String(200), nullable=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Index("ix_sends_subject_ts", "subject_id", "ts_ms"),
+)
+
 # Counters other processes watch: a change tells them to drop a cache (e.g. "shred" after erasures).
 markers = Table(
     "markers",
@@ -418,6 +482,8 @@ SUBJECT_TABLES: dict[str, str] = {
     "identity_reviews": "a_subject",
     "match_keys": "subject_id",
     "legal_holds": "subject_id",
+    "segment_members": "subject_id",
+    "sends": "subject_id",
 }
 
 # Further columns that also name a subject (a row about two people): erasure matches them too.
