@@ -75,6 +75,9 @@ class Settings:
         default="3/hour", metadata={"env": "CANDOR_RATE_PRIVACY_REQUESTS_PER_IDENTIFIER"}
     )
     rate_verify_per_ip: str = field(default="20/hour", metadata={"env": "CANDOR_RATE_VERIFY_PER_IP"})
+    email_frequency_cap: str = field(default="3/7d", metadata={"env": "CANDOR_EMAIL_FREQUENCY_CAP"})
+    quiet_hours: str = field(default="21:00-08:00", metadata={"env": "CANDOR_QUIET_HOURS"})
+    quiet_hours_channels: str = field(default="sms,phone", metadata={"env": "CANDOR_QUIET_HOURS_CHANNELS"})
     trusted_sources: str = field(default="", metadata={"env": "CANDOR_TRUSTED_SOURCES"})
 
     @classmethod

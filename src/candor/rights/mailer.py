@@ -33,12 +33,13 @@ class Mailer:
             raise MailError("no mail server is configured (set CANDOR_SMTP_URL)")
         parts = urlsplit(self.url)
         msg = EmailMessage()
-        msg["From"] = self.sender
+        extra = dict(headers or {})
+        msg["From"] = extra.pop("From", None) or self.sender
         msg["To"] = to
         msg["Subject"] = subject
         msg_id = make_msgid(domain=self.sender.rpartition("@")[2] or None)
         msg["Message-ID"] = msg_id
-        for k, v in (headers or {}).items():
+        for k, v in extra.items():
             msg[k] = v
         msg.set_content(text)
         query = parse_qs(parts.query)
