@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from candor import __version__, audit, metrics
 from candor.analytics import Analytics
 from candor.auth import AuthError, Directory, Public, SourceInfo
+from candor.campaigns import CampaignError, Campaigns
 from candor.config import Settings
 from candor.consent.ledger import Consent, ConsentError
 from candor.consent.purposes import Taxonomy
@@ -37,6 +38,7 @@ from candor.rights.mailer import Mailer
 from candor.rights.processing import Processor
 from candor.rights.requests import Requests, RightsError
 from candor.security import BodyLimit, RateLimited, RateLimits, SecurityHeaders
+from candor.segments import SegmentError, Segments
 from candor.store import Store
 from candor.store.engine import StoreUnavailable
 from candor.vault import Vault
@@ -80,6 +82,8 @@ class Runtime:
         self.mailer = Mailer(settings.smtp_url, settings.mail_from)
         self.requests = Requests(self.store, self.vault, self.mailer, settings)
         self.rights = Processor(self)
+        self.segments = Segments(self)
+        self.campaigns = Campaigns(self)
         # an erased person in a database restored from an older backup is erased again, now
         self.rights.erasure.reapply()
         self.checkpoints = audit.Checkpoints(self.store, self.vault, settings.data_dir)
@@ -240,6 +244,10 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     from candor.rights import api as rights_api
 
     app.include_router(rights_api.router)
+    from candor import campaigns_api, segments_api
+
+    app.include_router(segments_api.router)
+    app.include_router(campaigns_api.router)
     from candor.web import assets, console, preferences
 
     app.include_router(assets.router)
@@ -280,6 +288,15 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _identity(_: Request, exc: IdentityError) -> Response:
         codes = {404: "not_found", 409: "conflict"}
         return error(exc.status, codes.get(exc.status, "invalid_identity"), str(exc))
+
+    @app.exception_handler(SegmentError)
+    async def _segment(_: Request, exc: SegmentError) -> Response:
+        return error(exc.status, "invalid_segment", str(exc))
+
+    @app.exception_handler(CampaignError)
+    async def _campaign(_: Request, exc: CampaignError) -> Response:
+        codes = {404: "not_found", 409: "conflict", 503: "unavailable"}
+        return error(exc.status, codes.get(exc.status, "invalid_campaign"), str(exc))
 
     @app.exception_handler(RightsError)
     async def _rights(_: Request, exc: RightsError) -> Response:

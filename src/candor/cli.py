@@ -992,3 +992,49 @@ def campaigns_report(name: str) -> None:
 
     with opened(CampaignError) as rt:
         print(json.dumps(rt.campaigns.report(name), indent=2))
+
+
+# -- segments ------------------------------------------------------------------------------------
+segments_app = typer.Typer(help="Segments of unified profiles (docs/segments.md).", no_args_is_help=True)
+app.add_typer(segments_app, name="segments")
+
+
+@segments_app.command("create")
+def segments_create(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="JSON or YAML")],
+    name: Annotated[str | None, typer.Option(help="Name (default: the definition's name)")] = None,
+) -> None:
+    """Create a segment from a JSON or YAML definition."""
+    from candor.segments import SegmentError, load_text
+
+    with opened(SegmentError) as rt:
+        definition = load_text(file.read_text(encoding="utf-8"))
+        seg_name = name or (definition.get("name") if isinstance(definition, dict) else None)
+        if not isinstance(seg_name, str) or not seg_name:
+            raise SegmentError("give the segment a name (--name, or a name in the definition)", "name")
+        print(json.dumps(rt.segments.create(seg_name, definition, "cli"), default=str))
+
+
+@segments_app.command("preview")
+def segments_preview(name: str) -> None:
+    """Size and the purpose breakdown (usable, without consent, suppressed, restricted)."""
+    from candor.segments import SegmentError
+
+    with opened(SegmentError) as rt:
+        print(json.dumps(rt.segments.preview(name), indent=2))
+
+
+@segments_app.command("list")
+def segments_list() -> None:
+    """Every segment and its last run."""
+    with opened() as rt:
+        print(json.dumps(rt.segments.list(), indent=2, default=str))
+
+
+@segments_app.command("refresh")
+def segments_refresh(name: str) -> None:
+    """Evaluate now and record who entered and who left."""
+    from candor.segments import SegmentError
+
+    with opened(SegmentError) as rt:
+        print(json.dumps(rt.segments.refresh(name, "cli"), indent=2, default=str))

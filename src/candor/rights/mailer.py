@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import smtplib
 import ssl
+from email import policy
 from email.message import EmailMessage
 from email.utils import make_msgid
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -32,7 +33,8 @@ class Mailer:
         if not self.url:
             raise MailError("no mail server is configured (set CANDOR_SMTP_URL)")
         parts = urlsplit(self.url)
-        msg = EmailMessage()
+        # long header values (List-Unsubscribe URLs) must stay plain text, never RFC 2047 encoded words
+        msg = EmailMessage(policy=policy.default.clone(max_line_length=998))
         extra = dict(headers or {})
         msg["From"] = extra.pop("From", None) or self.sender
         msg["To"] = to

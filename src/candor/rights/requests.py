@@ -433,7 +433,7 @@ class Requests:
                 raise RightsError("too many wrong codes; ask for a new one", 429, "too_many_attempts")
             expected = row["code_hash"]
             given = self._code_hash(request_id, (code or "").strip())
-            if not hmac.compare_digest(expected, given):
+            if not hmac.compare_digest(expected.encode(), given.encode()):
                 conn.execute(
                     update(verification_codes)
                     .where(verification_codes.c.request_id == request_id)

@@ -64,7 +64,8 @@ class Signer:
         body, _, mac = (token or "").partition(".")
         if not body or not mac or len(token) > 4096:
             raise BadToken("malformed")
-        if not hmac.compare_digest(mac, self._mac(purpose, body)):
+        # bytes: compare_digest refuses non-ASCII text, and a forged token may hold any
+        if not hmac.compare_digest(mac.encode(), self._mac(purpose, body).encode()):
             raise BadToken("signature")
         try:
             payload = orjson.loads(_unb64(body))
@@ -81,7 +82,7 @@ def csrf_for(session: dict[str, Any]) -> str:
 
 def check_csrf(session: dict[str, Any], given: str | None) -> bool:
     expected = csrf_for(session)
-    return bool(expected) and bool(given) and hmac.compare_digest(expected, given or "")
+    return bool(expected) and bool(given) and hmac.compare_digest(expected.encode(), (given or "").encode())
 
 
 # -- translations ----------------------------------------------------------------------------------
