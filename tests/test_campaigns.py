@@ -117,6 +117,20 @@ async def test_only_people_who_agreed_receive_and_unsubscribe_stops_the_next_sen
         assert report["outcomes"]["sent"] == 2 and report["variants"] == {"personalised": 1, "generic": 1}
         assert report["spend"] == 0.02
         assert (await a.client.post("/v1/unsubscribe/" + "x" * 40)).status_code == 404
+        # the person's access export tells them which segments they were in and what we sent or skipped
+        import io
+        import json
+        import zipfile
+
+        a.rt.segments.refresh("recent", "test")
+        people = a.rt.identity.members(sid)
+        data = json.loads(zipfile.ZipFile(io.BytesIO(a.rt.rights.export_bytes(people, "r"))).read("data.json"))
+        assert [m["segment"] for m in data["segments"]] == ["recent"]
+        assert {(m["campaign"], m["outcome"]) for m in data["messages"]} >= {
+            ("jazz-week", "sent"),
+            ("second", "skipped:frequency_cap"),
+            ("third", "skipped:no_consent"),
+        }
 
 
 async def test_bad_campaigns_are_refused_before_anything_is_sent(settings: Settings) -> None:

@@ -203,6 +203,38 @@ def _reads(rt: Any, conn: Any, people: list[str], _rid: str) -> list[dict[str, A
     return [{"at": iso_ms(ts), "who": actor, "what": action} for ts, actor, action in rows]
 
 
+def _segments(rt: Any, conn: Any, people: list[str], _rid: str) -> list[dict[str, Any]]:
+    from candor.store.schema import segment_members, segments
+
+    names = dict(conn.execute(select(segments.c.id, segments.c.name)).all())
+    rows = conn.execute(select(segment_members).where(segment_members.c.subject_id.in_(people))).mappings()
+    return [
+        {
+            "segment": names.get(r["segment_id"], f"#{r['segment_id']}"),
+            "member_since": iso_ms(r["since_ms"]),
+            "until": iso_ms(r["until_ms"]) if r["until_ms"] else None,
+        }
+        for r in rows
+    ]
+
+
+def _messages(rt: Any, conn: Any, people: list[str], _rid: str) -> list[dict[str, Any]]:
+    from candor.store.schema import campaigns, sends
+
+    names = dict(conn.execute(select(campaigns.c.id, campaigns.c.name)).all())
+    rows = conn.execute(select(sends).where(sends.c.subject_id.in_(people)).order_by(sends.c.ts_ms)).mappings()
+    return [
+        {
+            "campaign": names.get(r["campaign_id"], f"#{r['campaign_id']}"),
+            "channel": r["channel"],
+            "outcome": r["outcome"],
+            "variant": r["variant"],
+            "at": iso_ms(r["ts_ms"]),
+        }
+        for r in rows
+    ]
+
+
 OUR_SOURCES = "the websites, apps, stores, emails and call centre of the brand, as listed per row"
 SECTIONS: list[Section] = [
     Section(
@@ -271,6 +303,28 @@ SECTIONS: list[Section] = [
         "no one",
         "for good: kept even after erasure so we never contact you again",
         _suppressions,
+    ),
+    Section(
+        "segments",
+        "Groups we put you in",
+        "The marketing segments your profile belongs or belonged to, and since when.",
+        "derived groupings",
+        "choosing who receives which message, only where you agreed to the purpose",
+        "computed from the data above",
+        "no one",
+        "as long as your profile exists",
+        _segments,
+    ),
+    Section(
+        "messages",
+        "Messages we sent you, or decided not to",
+        "Every campaign message: sent, or skipped and why (no consent, do-not-contact, too many messages).",
+        "contact history",
+        "marketing you agreed to; proving we respected your choices",
+        "our campaigns",
+        "our mail provider, to deliver them",
+        "as long as your profile exists",
+        _messages,
     ),
     Section(
         "requests",
