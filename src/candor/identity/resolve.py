@@ -25,7 +25,16 @@ from sqlalchemy import and_, select
 from candor import audit, normalize
 from candor.identity.service import Identity
 from candor.store import Store, now_ms
-from candor.store.schema import events, identifiers, identity_jobs, identity_reviews, match_keys, subjects
+from candor.store.schema import (
+    events,
+    identifiers,
+    identity_edges,
+    identity_jobs,
+    identity_reviews,
+    match_keys,
+    profile_subjects,
+    subjects,
+)
 from candor.vault import KeyDestroyed, Vault, VaultError
 
 log = logging.getLogger("candor.identity.resolve")
@@ -238,63 +247,115 @@ class Resolver:
         report: ResolveReport,
         step: Callable[[str, int, int], None],
     ) -> None:
+        """Matches become edges (one bulk insert and one profile update per chunk); the grey zone is queued."""
         pairs = sorted(pairs, key=lambda p: (-p[2], p[0], p[1]))
-        for i in range(0, len(pairs), 2000):
-            chunk = pairs[i : i + 2000]
+        size = 5000
+        for i in range(0, len(pairs), size):
+            chunk = pairs[i : i + size]
+            people = {s for a, b, _ in chunk for s in (a, b)}
             with self.store.write() as conn:
-                anchors = self.anchors({s for a, b, _ in chunk for s in (a, b)}, conn)
+                anchors = self.anchors(people, conn)
+                profile: dict[str, str] = {}
+                ids = sorted(people)
+                for k in range(0, len(ids), CHUNK):
+                    profile.update(
+                        conn.execute(
+                            select(profile_subjects.c.subject_id, profile_subjects.c.profile_id).where(
+                                profile_subjects.c.subject_id.in_(ids[k : k + CHUNK])
+                            )
+                        ).all()
+                    )
+                # matches already in the log (an earlier run, held or removed since): never added twice
+                existing: set[tuple[str, str]] = set()
+                a_pids = sorted({anchors[a][1] for a, _, _ in chunk if a in anchors})
+                for k in range(0, len(a_pids), CHUNK):
+                    existing.update(
+                        (x, y)
+                        for x, y in conn.execute(
+                            select(identity_edges.c.a_pid, identity_edges.c.b_pid).where(
+                                and_(
+                                    identity_edges.c.rule == "probabilistic",
+                                    identity_edges.c.a_pid.in_(a_pids[k : k + CHUNK]),
+                                )
+                            )
+                        )
+                    )
                 start: set[str] = set()
+                edge_rows: list[dict[str, Any]] = []
                 reviews = []
+                ts = now_ms()
                 for a, b, p in chunk:
                     na, nb = anchors.get(a), anchors.get(b)
                     if na is None or nb is None:
                         continue
-                    if self.identity.profile_of(a, conn) == self.identity.profile_of(b, conn):
+                    if profile.get(a, a) == profile.get(b, b) or (na[1], nb[1]) in existing:
                         report.already_linked += 1
                         continue
                     if p >= self.threshold:
-                        self.identity.add_edge(conn, na, nb, a, b, rule="probabilistic", score=p)
+                        edge_rows.append(
+                            {
+                                "a_type": na[0],
+                                "a_pid": na[1],
+                                "b_type": nb[0],
+                                "b_pid": nb[1],
+                                "rule": "probabilistic",
+                                "source_id": None,
+                                "message_id": None,
+                                "score": p,
+                                "subject_id": a,
+                                "a_subject": a,
+                                "b_subject": b,
+                                "created_ms": ts,
+                            }
+                        )
                         start |= {a, b}
                         report.linked += 1
                     else:
                         reviews.append((na, nb, a, b, p))
-                if start:
+                if edge_rows:
+                    conn.execute(self.store.insert_ignore(identity_edges), edge_rows)
                     self.identity.after_edges(conn, start)
-                for na, nb, a, b, p in reviews:
-                    if self._open_candidate(conn, na, nb, a, b, p):
-                        report.review += 1
-            step("linking", min(i + 2000, len(pairs)), len(pairs))
+                if reviews:
+                    report.review += self._open_candidates(conn, reviews)
+            step("linking", min(i + size, len(pairs)), len(pairs))
 
-    def _open_candidate(self, conn: Any, na: tuple[str, str], nb: tuple[str, str], a: str, b: str, p: float) -> bool:
-        exists = conn.execute(
-            select(identity_reviews.c.id).where(
-                and_(
-                    identity_reviews.c.kind == "candidate",
-                    identity_reviews.c.a_pid == na[1],
-                    identity_reviews.c.b_pid == nb[1],
+    def _open_candidates(self, conn: Any, items: list[tuple[tuple[str, str], tuple[str, str], str, str, float]]) -> int:
+        """Queue grey-zone matches for review, once per pair."""
+        known: set[tuple[str, str]] = set()
+        pids = sorted({na[1] for na, _, _, _, _ in items})
+        for k in range(0, len(pids), CHUNK):
+            known.update(
+                (x, y)
+                for x, y in conn.execute(
+                    select(identity_reviews.c.a_pid, identity_reviews.c.b_pid).where(
+                        and_(identity_reviews.c.kind == "candidate", identity_reviews.c.a_pid.in_(pids[k : k + CHUNK]))
+                    )
                 )
             )
-        ).first()
-        if exists:
-            return False
-        conn.execute(
-            identity_reviews.insert(),
-            {
-                "kind": "candidate",
-                "edge_id": None,
-                "a_type": na[0],
-                "a_pid": na[1],
-                "b_type": nb[0],
-                "b_pid": nb[1],
-                "a_subject": a,
-                "b_subject": b,
-                "score": p,
-                "reason": f"probabilistic match {p:.3f}, below the threshold {self.threshold}",
-                "state": "open",
-                "created_ms": now_ms(),
-            },
-        )
-        return True
+        rows = []
+        for na, nb, a, b, p in items:
+            if (na[1], nb[1]) in known:
+                continue
+            known.add((na[1], nb[1]))
+            rows.append(
+                {
+                    "kind": "candidate",
+                    "edge_id": None,
+                    "a_type": na[0],
+                    "a_pid": na[1],
+                    "b_type": nb[0],
+                    "b_pid": nb[1],
+                    "a_subject": a,
+                    "b_subject": b,
+                    "score": p,
+                    "reason": f"probabilistic match {p:.3f}, below the threshold {self.threshold}",
+                    "state": "open",
+                    "created_ms": now_ms(),
+                }
+            )
+        if rows:
+            conn.execute(identity_reviews.insert(), rows)
+        return len(rows)
 
     # -- incremental ---------------------------------------------------------------------------
     def link_new(self, subject_ids: list[str], *, actor: str) -> ResolveReport:
