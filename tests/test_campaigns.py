@@ -165,3 +165,25 @@ def test_caps_and_quiet_hours_parsing() -> None:
     assert in_quiet_hours(dt.time(22, 0), quiet) and in_quiet_hours(dt.time(7, 59), quiet)
     assert not in_quiet_hours(dt.time(8, 0), quiet) and not in_quiet_hours(dt.time(20, 59), quiet)
     assert parse_quiet("") is None
+
+
+async def test_mail_server_down_then_back_sends_each_recipient_once(
+    make_settings: Callable[..., Settings], inbox: Inbox
+) -> None:
+    from candor.testing import free_port
+
+    settings = make_settings(smtp_url=f"smtp://127.0.0.1:{free_port()}", quiet_hours="")
+    async with api(settings) as a:
+        for uid in ("m1", "m2"):
+            await person(a, uid, f"{uid}@example.org", [])  # US: marketing email is opt-out
+        a.rt.segments.create("recent", {"name": "recent", "conditions": [{"last_seen": {"within_days": 30}}]}, "test")
+        a.rt.campaigns.create(CAMPAIGN, actor="test")
+        down = a.rt.campaigns.send("jazz-week", actor="test")
+        assert down["state"] == "failed" and down["outcomes"] == {"failed": 2}
+        a.rt.mailer.url = inbox.url  # the server is back
+        back = a.rt.campaigns.send("jazz-week", actor="test")
+        assert back["outcomes"] == {"sent": 2} and back["state"] == "sent"
+        again = a.rt.campaigns.send("jazz-week", actor="test")
+        assert again["outcomes"] == {"already_sent": 2}
+        assert sorted(m["To"] for m in inbox.messages) == ["m1@example.org", "m2@example.org"]
+        assert a.rt.campaigns.report("jazz-week")["outcomes"] == {"sent": 2}

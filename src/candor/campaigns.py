@@ -325,6 +325,22 @@ class Campaigns:
         counts: Counter[str] = Counter()
         spent = 0.0
         started = time.perf_counter()
+        with self.rt.mailer.session() as mail:
+            spent = self._send_all(cid, d, members, mail, counts)
+        final = "failed" if counts["failed"] else "sent"
+        with self.rt.store.write() as conn:
+            conn.execute(update(campaigns).where(campaigns.c.id == cid).values(state=final, sent_ms=now_ms()))
+            audit.record(conn, actor, "campaign.sent", target=f"campaign:{cid}", details=dict(counts))
+        return {
+            "campaign": name,
+            "state": final,
+            "outcomes": dict(counts),
+            "spent": round(spent, 4),
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+
+    def _send_all(self, cid: int, d: Definition, members: list[str], mail: Any, counts: Counter[str]) -> float:
+        spent = 0.0
         for profile in members:
             now = self.now()
             with self.rt.store.engine.connect() as conn:
@@ -342,9 +358,7 @@ class Campaigns:
             message_id, attempts = None, 0
             for attempts in range(1, RETRIES + 1):
                 try:
-                    message_id = self.rt.mailer.send(
-                        info["address"], subject, body, headers={"From": d.sender, **headers}
-                    )
+                    message_id = mail.send(info["address"], subject, body, headers={"From": d.sender, **headers})
                     break
                 except MailError:
                     time.sleep(0.2 * attempts)
@@ -356,17 +370,7 @@ class Campaigns:
             self._log(cid, profile, "sent", variant, d.channel, message_id, attempts)
             counts["sent"] += 1
             spent += d.cost_per_message
-        final = "failed" if counts["failed"] else "sent"
-        with self.rt.store.write() as conn:
-            conn.execute(update(campaigns).where(campaigns.c.id == cid).values(state=final, sent_ms=now_ms()))
-            audit.record(conn, actor, "campaign.sent", target=f"campaign:{cid}", details=dict(counts))
-        return {
-            "campaign": name,
-            "state": final,
-            "outcomes": dict(counts),
-            "spent": round(spent, 4),
-            "seconds": round(time.perf_counter() - started, 3),
-        }
+        return spent
 
     def _log(
         self, cid: int, profile: str, outcome: str, variant: str | None, channel: str, mid: str | None, attempts: int

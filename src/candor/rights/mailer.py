@@ -6,6 +6,7 @@ the start). The standard library's smtplib does the protocol; nothing here logs 
 
 from __future__ import annotations
 
+import contextlib
 import smtplib
 import ssl
 from email import policy
@@ -28,37 +29,83 @@ class Mailer:
     def configured(self) -> bool:
         return bool(self.url)
 
-    def send(self, to: str, subject: str, text: str, headers: dict[str, str] | None = None) -> str:
-        """Send one plain-text message; returns its Message-ID."""
-        if not self.url:
-            raise MailError("no mail server is configured (set CANDOR_SMTP_URL)")
+    def _connect(self) -> smtplib.SMTP:
         parts = urlsplit(self.url)
+        query = parse_qs(parts.query)
+        host, port = parts.hostname or "127.0.0.1", parts.port
+        if parts.scheme == "smtps":
+            client: smtplib.SMTP = smtplib.SMTP_SSL(
+                host, port or 465, timeout=self.timeout, context=ssl.create_default_context()
+            )
+        else:
+            client = smtplib.SMTP(host, port or 25, timeout=self.timeout)
+        if query.get("starttls", ["0"])[0] in ("1", "true", "yes"):
+            client.starttls(context=ssl.create_default_context())
+        if parts.username:
+            client.login(unquote(parts.username), unquote(parts.password or ""))
+        return client
+
+    def message(self, to: str, subject: str, text: str, headers: dict[str, str] | None = None) -> EmailMessage:
         # long header values (List-Unsubscribe URLs) must stay plain text, never RFC 2047 encoded words
         msg = EmailMessage(policy=policy.default.clone(max_line_length=998))
         extra = dict(headers or {})
         msg["From"] = extra.pop("From", None) or self.sender
         msg["To"] = to
         msg["Subject"] = subject
-        msg_id = make_msgid(domain=self.sender.rpartition("@")[2] or None)
-        msg["Message-ID"] = msg_id
+        msg["Message-ID"] = make_msgid(domain=self.sender.rpartition("@")[2] or None)
         for k, v in extra.items():
             msg[k] = v
         msg.set_content(text)
-        query = parse_qs(parts.query)
-        host, port = parts.hostname or "127.0.0.1", parts.port
+        return msg
+
+    def send(self, to: str, subject: str, text: str, headers: dict[str, str] | None = None) -> str:
+        """Send one plain-text message on a connection of its own; returns its Message-ID."""
+        if not self.url:
+            raise MailError("no mail server is configured (set CANDOR_SMTP_URL)")
+        msg = self.message(to, subject, text, headers)
         try:
-            if parts.scheme == "smtps":
-                client: smtplib.SMTP = smtplib.SMTP_SSL(
-                    host, port or 465, timeout=self.timeout, context=ssl.create_default_context()
-                )
-            else:
-                client = smtplib.SMTP(host, port or 25, timeout=self.timeout)
-            with client:
-                if query.get("starttls", ["0"])[0] in ("1", "true", "yes"):
-                    client.starttls(context=ssl.create_default_context())
-                if parts.username:
-                    client.login(unquote(parts.username), unquote(parts.password or ""))
+            with self._connect() as client:
                 client.send_message(msg)
         except (OSError, smtplib.SMTPException) as exc:
             raise MailError(f"the mail server refused or could not be reached ({type(exc).__name__})") from None
-        return msg_id
+        return str(msg["Message-ID"])
+
+    def session(self) -> MailSession:
+        """Many messages over one connection (a campaign); reconnects once when the server drops it."""
+        if not self.url:
+            raise MailError("no mail server is configured (set CANDOR_SMTP_URL)")
+        return MailSession(self)
+
+
+class MailSession:
+    def __init__(self, mailer: Mailer) -> None:
+        self.mailer = mailer
+        self.client: smtplib.SMTP | None = None
+
+    def __enter__(self) -> MailSession:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.client is not None:
+            with contextlib.suppress(OSError, smtplib.SMTPException):
+                self.client.quit()
+            self.client = None
+
+    def send(self, to: str, subject: str, text: str, headers: dict[str, str] | None = None) -> str:
+        msg = self.mailer.message(to, subject, text, headers)
+        for attempt in (1, 2):
+            try:
+                if self.client is None:
+                    self.client = self.mailer._connect()
+                self.client.send_message(msg)
+                return str(msg["Message-ID"])
+            except smtplib.SMTPRecipientsRefused as exc:
+                raise MailError("the mail server refused the recipient") from exc
+            except (OSError, smtplib.SMTPException) as exc:
+                self.close()
+                if attempt == 2:
+                    raise MailError(f"the mail server refused or could not be reached ({type(exc).__name__})") from None
+        raise MailError("unreachable")
