@@ -81,6 +81,18 @@ def in_quiet_hours(local: dt.time, quiet: tuple[dt.time, dt.time]) -> bool:
 
 _ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
 _LENIENT = SandboxedEnvironment(autoescape=False)
+_TEMPLATES: dict[tuple[int, str], Any] = {}
+
+
+def _compiled(env: SandboxedEnvironment, text: str) -> Any:
+    """Templates compile once per process (compiling costs more than rendering)."""
+    key = (id(env), text)
+    tpl = _TEMPLATES.get(key)
+    if tpl is None:
+        if len(_TEMPLATES) > 256:
+            _TEMPLATES.clear()
+        tpl = _TEMPLATES[key] = env.from_string(text)
+    return tpl
 
 
 @dataclass
@@ -283,8 +295,8 @@ class Campaigns:
         sender_domain = d.sender.rpartition("@")[2].rstrip(">") or "candor.invalid"
         text_tpl = d.template if info["personal"] else d.generic_template
         traits = info["traits"]
-        body = _LENIENT.from_string(text_tpl).render(traits=traits, first_name=traits.get("firstName", ""))
-        subject = _ENV.from_string(d.subject).render(traits={}, first_name="")
+        body = _compiled(_LENIENT, text_tpl).render(traits=traits, first_name=traits.get("firstName", ""))
+        subject = _compiled(_ENV, d.subject).render(traits={}, first_name="")
         footer = (
             f"\n\n--\n{d.postal_address}\nYou receive this because you agreed to {d.purpose}. "
             f"Unsubscribe in one click: {url}\n"
