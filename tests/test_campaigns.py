@@ -187,3 +187,25 @@ async def test_mail_server_down_then_back_sends_each_recipient_once(
         assert again["outcomes"] == {"already_sent": 2}
         assert sorted(m["To"] for m in inbox.messages) == ["m1@example.org", "m2@example.org"]
         assert a.rt.campaigns.report("jazz-week")["outcomes"] == {"sent": 2}
+
+
+async def test_a_batch_cut_off_mid_send_is_never_sent_twice(
+    make_settings: Callable[..., Settings], inbox: Inbox
+) -> None:
+    from sqlalchemy import update
+
+    from candor.store.schema import sends
+
+    async with api(make_settings(smtp_url=inbox.url, quiet_hours="")) as a:
+        for uid in ("c1", "c2"):
+            await person(a, uid, f"{uid}@example.org", [])
+        a.rt.segments.create("recent", {"name": "recent", "conditions": [{"last_seen": {"within_days": 30}}]}, "test")
+        a.rt.campaigns.create(CAMPAIGN, actor="test")
+        a.rt.campaigns.send("jazz-week", actor="test")
+        assert len(inbox.messages) == 2
+        # a crash between "sending" and "sent": the row stays "sending"; the message may have left
+        c1 = a.rt.consent.subject_for("user_id", "c1")
+        with a.rt.store.write() as conn:
+            conn.execute(update(sends).where(sends.c.subject_id == c1).values(outcome="sending"))
+        again = a.rt.campaigns.send("jazz-week", actor="test")
+        assert again["outcomes"] == {"already_sent": 2} and len(inbox.messages) == 2

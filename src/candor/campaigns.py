@@ -19,6 +19,7 @@ import logging
 import time
 import zoneinfo
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -250,7 +251,7 @@ class Campaigns:
         done = conn.execute(
             select(sends.c.outcome).where(and_(sends.c.campaign_id == cid, sends.c.subject_id == profile))
         ).scalar()
-        if done == "sent":
+        if done in ("sent", "sending"):
             return "already_sent", None
         members = self.rt.identity.members(profile, conn)
         decision = self.rt.consent.can_use(profile, d.purpose, conn=conn)
@@ -283,6 +284,111 @@ class Campaigns:
                 return "skipped:quiet_hours", None
         personal = self.rt.consent.can_use(profile, "personalization", conn=conn).allowed
         return "send", {"address": address, "traits": traits if personal else {}, "personal": personal}
+
+    def decide_many(
+        self, cid: int, d: Definition, profiles: list[str], conn: Any, now: int
+    ) -> list[tuple[str, str, dict[str, Any] | None]]:
+        """:meth:`decide` for many profiles with one query per check (the same rules, in the same order)."""
+        from candor import normalize
+        from candor.store.schema import profile_subjects
+
+        done = dict(
+            conn.execute(
+                select(sends.c.subject_id, sends.c.outcome).where(
+                    and_(sends.c.campaign_id == cid, sends.c.subject_id.in_(profiles))
+                )
+            ).all()
+        )
+        groups: dict[str, list[str]] = {p: [] for p in profiles}
+        for sid, pid in conn.execute(
+            select(profile_subjects.c.subject_id, profile_subjects.c.profile_id).where(
+                profile_subjects.c.profile_id.in_(profiles)
+            )
+        ):
+            groups[pid].append(sid)
+        for p, ms in groups.items():
+            if not ms:
+                ms.append(p)
+        everyone = [m for ms in groups.values() for m in ms]
+        self.rt.consent.preload(everyone, conn)
+        names = dict(conn.execute(select(sources.c.id, sources.c.name)).all())
+        traits_of = self.rt.profiles.golden_many(groups, conn, names)
+        member_hashes: dict[str, list[str]] = {}
+        owner = {m: p for p, ms in groups.items() for m in ms}
+        for sid, h in conn.execute(
+            select(identifiers.c.subject_id, identifiers.c.contact_hash).where(
+                identifiers.c.subject_id.in_(everyone), identifiers.c.contact_hash.is_not(None)
+            )
+        ):
+            member_hashes.setdefault(owner[sid], []).append(h)
+        limit, window = self.cap
+        recent: Counter[str] = Counter()
+        for sid, n in conn.execute(
+            select(sends.c.subject_id, func.count())
+            .where(
+                and_(
+                    sends.c.subject_id.in_(everyone),
+                    sends.c.channel == d.channel,
+                    sends.c.outcome == "sent",
+                    sends.c.ts_ms >= now - window,
+                )
+            )
+            .group_by(sends.c.subject_id)
+        ):
+            recent[owner[sid]] += int(n)
+        addresses = {p: normalize.email(traits_of.get(p, {}).get("email")) for p in profiles}
+        all_hashes = {p: [self.rt.vault.contact_hash("email", a)] if a else [] for p, a in addresses.items()}
+        for p, hs in member_hashes.items():
+            all_hashes[p].extend(hs)
+        flat = sorted({h for hs in all_hashes.values() for h in hs})
+        suppressed = self._suppressed_hashes(d.channel, flat, conn)
+        out: list[tuple[str, str, dict[str, Any] | None]] = []
+        for p in profiles:
+            if done.get(p) in ("sent", "sending"):
+                out.append((p, "already_sent", None))
+                continue
+            decision = self.rt.consent.can_use(p, d.purpose, conn=conn)
+            if not decision.allowed:
+                reason = "skipped:restricted" if "restricted" in " ".join(decision.reasons) else "skipped:no_consent"
+                out.append((p, reason, None))
+                continue
+            if addresses[p] is None:
+                out.append((p, "skipped:no_address", None))
+                continue
+            if any(h in suppressed for h in all_hashes[p]):
+                out.append((p, "skipped:suppressed", None))
+                continue
+            if recent[p] >= limit:
+                out.append((p, "skipped:frequency_cap", None))
+                continue
+            if self.quiet is not None and d.channel in self.quiet_channels:
+                tz = self._timezone(groups[p], conn) or "UTC"
+                try:
+                    local = dt.datetime.fromtimestamp(now / 1000, tz=zoneinfo.ZoneInfo(tz)).time()
+                except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                    local = dt.datetime.fromtimestamp(now / 1000, tz=dt.UTC).time()
+                if in_quiet_hours(local, self.quiet):
+                    out.append((p, "skipped:quiet_hours", None))
+                    continue
+            personal = self.rt.consent.can_use(p, "personalization", conn=conn).allowed
+            traits = traits_of.get(p, {}) if personal else {}
+            out.append((p, "send", {"address": addresses[p], "traits": traits, "personal": personal}))
+        return out
+
+    def _suppressed_hashes(self, channel: str, hashes: list[str], conn: Any) -> set[str]:
+        found: set[str] = set()
+        for i in range(0, len(hashes), 500):
+            found.update(
+                conn.execute(
+                    select(suppressions.c.hash).where(
+                        and_(
+                            suppressions.c.hash.in_(hashes[i : i + 500]),
+                            suppressions.c.channel.in_([channel, "all"]),
+                        )
+                    )
+                ).scalars()
+            )
+        return found
 
     # -- rendering -----------------------------------------------------------------------------
     def unsubscribe_token(self, profile: str, cid: int, channel: str) -> str:
@@ -352,37 +458,83 @@ class Campaigns:
         }
 
     def _send_all(self, cid: int, d: Definition, members: list[str], mail: Any, counts: Counter[str]) -> float:
+        """Decide for 200 recipients at a time; mark a batch ``sending`` before the first message leaves and
+        record the outcomes after it: a crash mid-batch leaves ``sending`` rows that a resume never sends
+        again (at most once), and failed messages are retried by a resume."""
         spent = 0.0
-        for profile in members:
+        for i in range(0, len(members), 200):
             now = self.now()
             with self.rt.store.engine.connect() as conn:
-                outcome, info = self.decide(cid, d, profile, conn, now)
-            if outcome == "already_sent":
-                counts["already_sent"] += 1
-                continue
-            if outcome == "send" and d.budget is not None and spent + d.cost_per_message > d.budget:
-                outcome, info = "skipped:budget", None
-            if outcome != "send" or info is None:
-                self._log(cid, profile, outcome, None, d.channel, None, 0)
+                decided = self.decide_many(cid, d, members[i : i + 200], conn, now)
+            skipped: list[tuple[str, str]] = []
+            to_send: list[tuple[str, dict[str, Any]]] = []
+            for profile, outcome, info in decided:
+                if outcome == "already_sent":
+                    counts["already_sent"] += 1
+                elif outcome == "send" and info is not None:
+                    if d.budget is not None and spent + d.cost_per_message > d.budget:
+                        skipped.append((profile, "skipped:budget"))
+                    else:
+                        spent += d.cost_per_message
+                        to_send.append((profile, info))
+                else:
+                    skipped.append((profile, outcome))
+            rows = [(p, o, None, None, 0) for p, o in skipped]
+            rows += [(p, "sending", None, None, 0) for p, _ in to_send]
+            self._log_many(cid, d.channel, rows)
+            results = []
+            for profile, info in to_send:
+                subject, body, headers = self.render(cid, d, profile, info)
+                variant = "personalised" if info["personal"] else "generic"
+                message_id, attempts = None, 0
+                for attempts in range(1, RETRIES + 1):
+                    try:
+                        message_id = mail.send(info["address"], subject, body, headers={"From": d.sender, **headers})
+                        break
+                    except MailError:
+                        time.sleep(0.2 * attempts)
+                if message_id is None:
+                    spent -= d.cost_per_message
+                results.append((profile, "sent" if message_id else "failed", variant, message_id, attempts))
+            self._log_many(cid, d.channel, results)
+            for _, outcome in skipped:
                 counts[outcome] += 1
-                continue
-            subject, body, headers = self.render(cid, d, profile, info)
-            message_id, attempts = None, 0
-            for attempts in range(1, RETRIES + 1):
-                try:
-                    message_id = mail.send(info["address"], subject, body, headers={"From": d.sender, **headers})
-                    break
-                except MailError:
-                    time.sleep(0.2 * attempts)
-            variant = "personalised" if info["personal"] else "generic"
-            if message_id is None:
-                self._log(cid, profile, "failed", variant, d.channel, None, attempts)
-                counts["failed"] += 1
-                continue
-            self._log(cid, profile, "sent", variant, d.channel, message_id, attempts)
-            counts["sent"] += 1
-            spent += d.cost_per_message
+            for r in results:
+                counts[r[1]] += 1
         return spent
+
+    def _log_many(self, cid: int, channel: str, rows: Sequence[tuple[str, str, str | None, str | None, int]]) -> None:
+        if not rows:
+            return
+        stmt = self.rt.store.insert(sends)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["campaign_id", "subject_id"],
+            set_={
+                "outcome": stmt.excluded.outcome,
+                "variant": stmt.excluded.variant,
+                "ts_ms": stmt.excluded.ts_ms,
+                "message_id": stmt.excluded.message_id,
+                "attempts": sends.c.attempts + stmt.excluded.attempts,
+            },
+        )
+        ts = self.now()
+        with self.rt.store.write() as conn:
+            conn.execute(
+                stmt,
+                [
+                    {
+                        "campaign_id": cid,
+                        "subject_id": p,
+                        "outcome": o,
+                        "variant": v,
+                        "channel": channel,
+                        "ts_ms": ts,
+                        "message_id": mid,
+                        "attempts": a,
+                    }
+                    for p, o, v, mid, a in rows
+                ],
+            )
 
     def _log(
         self, cid: int, profile: str, outcome: str, variant: str | None, channel: str, mid: str | None, attempts: int
