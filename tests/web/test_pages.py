@@ -181,3 +181,19 @@ async def test_console_processes_a_rights_request_and_login_is_rate_limited(
             r = await a.client.post("/admin/login", data={"csrf": csrf(p.text), "username": "x", "password": "y"})
             codes.append(r.status_code)
         assert codes[-1] == 429 and 401 in codes
+
+
+async def test_console_segment_and_campaign_pages(settings: Settings) -> None:
+    async with api(settings) as a:
+        await person(a)
+        a.rt.segments.create("recent", {"name": "recent", "conditions": [{"last_seen": {"within_days": 30}}]}, "t")
+        a.rt.segments.refresh("recent", "t")
+        await login(a, "marketer")
+        page = await a.client.get("/admin/segments")
+        assert page.status_code == 200 and "recent: usable per purpose (1 members)" in page.text
+        assert "<svg" in page.text
+        page = await a.client.get("/admin/campaigns")
+        assert page.status_code == 200 and "No campaigns yet" in page.text
+        a.client.cookies.clear()
+        await login(a, "support")
+        assert (await a.client.get("/admin/segments")).status_code == 403
