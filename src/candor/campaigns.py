@@ -209,14 +209,6 @@ class Campaigns:
         )
 
     # -- recipients ----------------------------------------------------------------------------
-    def _contact(self, members: list[str], conn: Any) -> tuple[str | None, dict[str, Any]]:
-        names = dict(conn.execute(select(sources.c.id, sources.c.name)).all())
-        traits, _, _ = self.rt.profiles.golden(members, conn, names)
-        values = {k: t["value"] for k, t in traits.items()}
-        from candor import normalize
-
-        return normalize.email(values.get("email")), values
-
     def _timezone(self, members: list[str], conn: Any) -> str | None:
         row = conn.execute(
             select(events.c.context)
@@ -229,66 +221,12 @@ class Campaigns:
         tz = orjson.loads(row).get("timezone")
         return tz if isinstance(tz, str) else None
 
-    def _recent_sends(self, members: list[str], channel: str, since: int, conn: Any) -> int:
-        return int(
-            conn.execute(
-                select(func.count())
-                .select_from(sends)
-                .where(
-                    and_(
-                        sends.c.subject_id.in_(members),
-                        sends.c.channel == channel,
-                        sends.c.outcome == "sent",
-                        sends.c.ts_ms >= since,
-                    )
-                )
-            ).scalar()
-            or 0
-        )
-
-    def decide(self, cid: int, d: Definition, profile: str, conn: Any, now: int) -> tuple[str, dict[str, Any] | None]:
-        """Why this profile may not receive the message now (``skipped:<reason>``), or ``send``."""
-        done = conn.execute(
-            select(sends.c.outcome).where(and_(sends.c.campaign_id == cid, sends.c.subject_id == profile))
-        ).scalar()
-        if done in ("sent", "sending"):
-            return "already_sent", None
-        members = self.rt.identity.members(profile, conn)
-        decision = self.rt.consent.can_use(profile, d.purpose, conn=conn)
-        if not decision.allowed:
-            return ("skipped:restricted" if "restricted" in " ".join(decision.reasons) else "skipped:no_consent"), None
-        address, traits = self._contact(members, conn)
-        if address is None:
-            return "skipped:no_address", None
-        hashes = [self.rt.vault.contact_hash("email", address)]
-        hashes += [
-            h
-            for (h,) in conn.execute(
-                select(identifiers.c.contact_hash).where(
-                    identifiers.c.subject_id.in_(members), identifiers.c.contact_hash.is_not(None)
-                )
-            )
-        ]
-        if self.rt.suppressions.entries_for_hashes(d.channel, hashes, conn=conn):
-            return "skipped:suppressed", None
-        limit, window = self.cap
-        if self._recent_sends(members, d.channel, now - window, conn) >= limit:
-            return "skipped:frequency_cap", None
-        if self.quiet is not None and d.channel in self.quiet_channels:
-            tz = self._timezone(members, conn) or "UTC"
-            try:
-                local = dt.datetime.fromtimestamp(now / 1000, tz=zoneinfo.ZoneInfo(tz)).time()
-            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-                local = dt.datetime.fromtimestamp(now / 1000, tz=dt.UTC).time()
-            if in_quiet_hours(local, self.quiet):
-                return "skipped:quiet_hours", None
-        personal = self.rt.consent.can_use(profile, "personalization", conn=conn).allowed
-        return "send", {"address": address, "traits": traits if personal else {}, "personal": personal}
-
     def decide_many(
         self, cid: int, d: Definition, profiles: list[str], conn: Any, now: int
     ) -> list[tuple[str, str, dict[str, Any] | None]]:
-        """:meth:`decide` for many profiles with one query per check (the same rules, in the same order)."""
+        """Why each profile may not receive the message now (``skipped:<reason>``), or ``send``: the checks in
+        order (already sent, consent, address, do-not-contact, frequency cap, quiet hours), one query per
+        check for the whole batch."""
         from candor import normalize
         from candor.store.schema import profile_subjects
 
@@ -420,15 +358,15 @@ class Campaigns:
         counts: Counter[str] = Counter()
         sample: dict[str, str] = {}
         with self.rt.store.engine.connect() as conn:
-            for profile in members:
-                outcome, info = self.decide(cid, d, profile, conn, now)
-                if outcome == "send" and info is not None:
-                    variant = "personalised" if info["personal"] else "generic"
-                    counts[f"send:{variant}"] += 1
-                    if variant not in sample:
-                        sample[variant] = self.render(cid, d, profile, {**info, "traits": {}})[1][:2000]
-                else:
-                    counts[outcome] += 1
+            for i in range(0, len(members), 200):
+                for profile, outcome, info in self.decide_many(cid, d, members[i : i + 200], conn, now):
+                    if outcome == "send" and info is not None:
+                        variant = "personalised" if info["personal"] else "generic"
+                        counts[f"send:{variant}"] += 1
+                        if variant not in sample:
+                            sample[variant] = self.render(cid, d, profile, {**info, "traits": {}})[1][:2000]
+                    else:
+                        counts[outcome] += 1
         return {"campaign": name, "state": state, "members": len(members), "outcomes": dict(counts), "sample": sample}
 
     # -- sending -------------------------------------------------------------------------------
