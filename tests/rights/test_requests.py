@@ -379,3 +379,16 @@ def test_privacy_cli_access_export_and_erasure(tmp_path: Path) -> None:
     assert sorted(r["type"] for r in json.loads(run("privacy", "list"))) == ["access", "erasure"]
     assert not list((data / "exports").iterdir())  # the export went with the person
     run("privacy", "request", "access", code=2)
+
+
+async def test_limit_the_use_of_sensitive_information_in_california(
+    make_settings: Callable[..., Settings], inbox: Inbox
+) -> None:
+    async with api(make_settings(smtp_url=inbox.url, default_jurisdiction="US-CA")) as a:
+        await plant(a)
+        user = a.rt.consent.subject_for("user_id", "qm-1") or ""
+        assert a.rt.consent.can_use(user, "sensitive").allowed  # an opt-out right in California
+        await ask(a, inbox, "limit_sensitive")
+        assert not a.rt.consent.can_use(user, "sensitive").allowed
+        await ask(a, inbox, "opt_out_sale")
+        assert not a.rt.consent.can_use(user, "sale_sharing").allowed

@@ -70,6 +70,14 @@ DEFAULT_PURPOSES: dict[str, Purpose] = {
         _p("advertising", "Showing you ads based on what you do across sites and apps.", CONSENT, LI, LI),
         _p("sale_sharing", "Selling or sharing your data with third parties for their own use.", CONSENT, LI, LI),
         _p("profiling", "Building a profile to predict your interests or behaviour.", CONSENT, LI, LI),
+        _p(
+            "sensitive",
+            "Using sensitive information about you (precise location, health, beliefs) beyond what the "
+            "service needs.",
+            CONSENT,
+            LI,
+            CONSENT,
+        ),
         _p("marketing.email", "Sending you marketing emails.", CONSENT, LI, LI, "email"),
         _p("marketing.sms", "Sending you marketing text messages.", CONSENT, CONSENT, CONSENT, "sms"),
         _p("marketing.phone", "Calling you with offers.", CONSENT, CONSENT, CONSENT, "phone"),
