@@ -282,39 +282,16 @@ class Requests:
             if existing is not None:
                 req, new = Request.of(existing), False
             else:
-                request_id = secrets.token_hex(16)
-                key = self.vault.new_key(conn, _key_id(request_id))
-                sealed = self.vault.seal_with(
-                    key,
-                    orjson.dumps({"id_type": id_type, "value": norm, "contact": mail_to, "details": details or {}}),
-                    _key_id(request_id).encode(),
-                )
-                ack, due = deadlines(jur, received)
-                conn.execute(
-                    privacy_requests.insert(),
-                    {
-                        "id": request_id,
-                        "type": type_,
-                        "state": "received",
-                        "jurisdiction": jur,
-                        "id_type": id_type,
-                        "pseudonym": pseudonym,
-                        "requester_subject": _key_id(request_id),
-                        "sealed": sealed,
-                        "channel": channel,
-                        "received_ms": received,
-                        "ack_due_ms": ack,
-                        "due_ms": due,
-                        "outcome": "{}",
-                        "notes": "[]",
-                    },
-                )
-                audit.record(
+                request_id = self._insert(
                     conn,
+                    type_,
+                    jur,
+                    id_type,
+                    pseudonym,
+                    {"id_type": id_type, "value": norm, "contact": mail_to, "details": details or {}},
+                    channel,
                     actor,
-                    "rights.received",
-                    target=f"request:{request_id}",
-                    details={"type": type_, "via": channel},
+                    received,
                 )
                 req, new = self.get(request_id, conn), True
         if send_code and req.state in ("received", "awaiting_verification") and mail_to:
@@ -328,44 +305,61 @@ class Requests:
         """A request from the preference center: the signed link already proved control of the identifier."""
         if type_ not in TYPES:
             raise RightsError(f"type must be one of {', '.join(TYPES)}")
-        received = now_ms()
-        request_id = secrets.token_hex(16)
         with self.store.write() as conn:
-            key = self.vault.new_key(conn, _key_id(request_id))
-            sealed = self.vault.seal_with(
-                key,
-                orjson.dumps({"id_type": id_type, "subject": subject_id, "contact": None, "details": {}}),
-                _key_id(request_id).encode(),
-            )
-            ack, due = deadlines(self.default_jurisdiction, received)
-            conn.execute(
-                privacy_requests.insert(),
-                {
-                    "id": request_id,
-                    "type": type_,
-                    "state": "received",
-                    "jurisdiction": self.default_jurisdiction,
-                    "id_type": id_type,
-                    "pseudonym": pseudonym,
-                    "requester_subject": _key_id(request_id),
-                    "sealed": sealed,
-                    "channel": "preference_center",
-                    "received_ms": received,
-                    "ack_due_ms": ack,
-                    "due_ms": due,
-                    "outcome": "{}",
-                    "notes": "[]",
-                },
-            )
-            audit.record(
+            request_id = self._insert(
                 conn,
+                type_,
+                self.default_jurisdiction,
+                id_type,
+                pseudonym,
+                {"id_type": id_type, "subject": subject_id, "contact": None, "details": {}},
+                "preference_center",
                 "subject",
-                "rights.received",
-                target=f"request:{request_id}",
-                details={"type": type_, "via": "preference_center"},
+                now_ms(),
             )
             self._mark_verified(conn, request_id, "link", "subject")
         return self.get(request_id), True
+
+    def _insert(
+        self,
+        conn: Any,
+        type_: str,
+        jurisdiction: str,
+        id_type: str,
+        pseudonym: str,
+        private: dict[str, Any],
+        channel: str,
+        actor: str,
+        received: int,
+    ) -> str:
+        """One new request row, its own key sealing ``private``, and the audit entry; the new id."""
+        request_id = secrets.token_hex(16)
+        key_id = _key_id(request_id)
+        key = self.vault.new_key(conn, key_id)
+        ack, due = deadlines(jurisdiction, received)
+        conn.execute(
+            privacy_requests.insert(),
+            {
+                "id": request_id,
+                "type": type_,
+                "state": "received",
+                "jurisdiction": jurisdiction,
+                "id_type": id_type,
+                "pseudonym": pseudonym,
+                "requester_subject": key_id,
+                "sealed": self.vault.seal_with(key, orjson.dumps(private), key_id.encode()),
+                "channel": channel,
+                "received_ms": received,
+                "ack_due_ms": ack,
+                "due_ms": due,
+                "outcome": "{}",
+                "notes": "[]",
+            },
+        )
+        audit.record(
+            conn, actor, "rights.received", target=f"request:{request_id}", details={"type": type_, "via": channel}
+        )
+        return request_id
 
     def send_code(self, request_id: str) -> None:
         """Email a fresh one-time code (10 minutes, 5 attempts) to the request's contact address."""
