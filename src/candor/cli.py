@@ -1038,3 +1038,7 @@ def segments_refresh(name: str) -> None:
 
     with opened(SegmentError) as rt:
         print(json.dumps(rt.segments.refresh(name, "cli"), indent=2, default=str))
+
+
+# -- operations: backup, restore, retention, records of processing (their own module) -------------
+from candor import ops_cli as _ops_cli  # noqa: E402,F401  (registers its commands on ``app``)

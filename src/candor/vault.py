@@ -210,6 +210,11 @@ class Vault:
             raise VaultError(f"the {kind} key could not be created")
         return self.unwrap(wrapped, aad)
 
+    def installation_key(self) -> bytes:
+        """A random secret of this installation, wrapped like every key (and so re-wrapped by a master key
+        rotation, never changed by it): the installation id and the MAC of backup manifests derive from it."""
+        return self._load_or_create("installation", 1)
+
     def legacy_pseudonyms(self, id_type: str, value: str) -> list[str]:
         """Pseudonyms of the value under older HMAC keys still in their rotation window."""
         if not self.legacy_hmac_versions:

@@ -64,13 +64,8 @@ class Store:
                 conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("write") else "BEGIN")
 
         else:
-            self.engine = create_engine(
-                self.url,
-                pool_pre_ping=True,
-                pool_size=5,
-                max_overflow=10,
-                poolclass=None if pool else NullPool,
-            )
+            sizing: dict[str, Any] = {"pool_size": 5, "max_overflow": 10} if pool else {"poolclass": NullPool}
+            self.engine = create_engine(self.url, pool_pre_ping=True, **sizing)
 
     # -- dialect helpers -------------------------------------------------------------------
     def insert(self, table: Table) -> Any:
