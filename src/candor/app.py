@@ -201,7 +201,11 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         rt.ingestor.start()
         ticker = asyncio.create_task(_checkpoint_every(rt, settings.audit_checkpoint_seconds))
+        from candor import retention
+
+        keeper = asyncio.create_task(retention.every(rt, settings.retention_seconds))
         yield
+        keeper.cancel()
         ticker.cancel()
         await asyncio.get_running_loop().run_in_executor(None, rt.ingestor.stop)
         if runtime is None:
@@ -248,6 +252,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
 
     app.include_router(segments_api.router)
     app.include_router(campaigns_api.router)
+    from candor import ops_api
+
+    app.include_router(ops_api.router)
     from candor.web import assets, console, preferences
 
     app.include_router(assets.router)

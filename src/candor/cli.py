@@ -707,13 +707,26 @@ def import_records(
 def identity_resolve(
     retrain: Annotated[bool, typer.Option(help="Estimate the model again instead of reusing the saved one")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
+    engine: Annotated[str, typer.Option(help="duckdb (in memory, one machine) or spark (CANDOR_SPARK_MASTER)")] = (
+        "duckdb"
+    ),
 ) -> None:
     """Probabilistic matching (Splink, Fellegi-Sunter) of every active record; resumable."""
     from rich.progress import Progress
 
+    from candor.engines import EngineError, SparkEngine, check_name
     from candor.identity.matching import MatchingError
 
-    with opened(MatchingError) as rt, Progress(console=err, transient=True) as progress:
+    try:
+        chosen = SparkEngine(settings()) if check_name(engine) == "spark" else None
+        if chosen is not None:
+            chosen.session()  # fail fast: a missing extra, no Java, an unreachable cluster
+    except EngineError as exc:
+        from rich.markup import escape
+
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from None
+    with opened(MatchingError, EngineError) as rt, Progress(console=err, transient=True) as progress:
         tasks: dict[str, Any] = {}
 
         def step(phase: str, done: int, total: int) -> None:
@@ -721,7 +734,7 @@ def identity_resolve(
                 tasks[phase] = progress.add_task(phase, total=total)
             progress.update(tasks[phase], completed=done, total=total)
 
-        report = rt.resolver.resolve(actor="cli", retrain=retrain, progress=step)
+        report = rt.resolver.resolve(actor="cli", retrain=retrain, progress=step, engine=chosen)
     out = {**report.as_dict(), "seconds": {k: round(v, 2) for k, v in report.timings.items()}}
     if json_out:
         print(json.dumps(out, indent=2))

@@ -79,6 +79,16 @@ class Settings:
     quiet_hours: str = field(default="21:00-08:00", metadata={"env": "CANDOR_QUIET_HOURS"})
     quiet_hours_channels: str = field(default="sms,phone", metadata={"env": "CANDOR_QUIET_HOURS_CHANNELS"})
     trusted_sources: str = field(default="", metadata={"env": "CANDOR_TRUSTED_SOURCES"})
+    spark_master: str = field(default="local[2]", metadata={"env": "CANDOR_SPARK_MASTER"})
+    spark_conf: str = field(default="", metadata={"env": "CANDOR_SPARK_CONF"})
+    retention: str = field(
+        default="raw_events=13mo,ip_address=30d,rejected_records=30d,purpose:necessary=10y",
+        metadata={"env": "CANDOR_RETENTION"},
+    )
+    retention_seconds: int = field(default=86400, metadata={"env": "CANDOR_RETENTION_SECONDS"})
+    controller: str = field(default="", metadata={"env": "CANDOR_CONTROLLER"})
+    controller_contact: str = field(default="", metadata={"env": "CANDOR_CONTROLLER_CONTACT"})
+    dpo_contact: str = field(default="", metadata={"env": "CANDOR_DPO_CONTACT"})
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -166,6 +176,14 @@ class Settings:
             raise ConfigError("CANDOR_PUBLIC_URL must start with http:// or https://")
         if self.survivorship not in ("recent", "trusted", "frequent"):
             raise ConfigError("CANDOR_SURVIVORSHIP must be one of recent, trusted, frequent")
+        from candor.engines import parse_conf
+
+        parse_conf(self.spark_conf)  # raises ConfigError naming the bad pair
+        if self.retention_seconds < 0:
+            raise ConfigError("CANDOR_RETENTION_SECONDS must be 0 (off) or a number of seconds")
+        from candor.retention import parse_rules
+
+        parse_rules(self.retention)  # raises ConfigError naming the bad rule
         url = self.database_url
         if url and not (url.startswith("sqlite") or url.startswith("postgresql")):
             raise ConfigError(

@@ -100,4 +100,59 @@ def _where(s: Any) -> str:
     return url.split("@")[-1] if "@" in url else url
 
 
-_ = opened  # used by the retention and ropa commands below
+# -- retention -------------------------------------------------------------------------------------
+retention_app = typer.Typer(
+    help="How long each kind of data is kept, and the job that enforces it.", no_args_is_help=True
+)
+app.add_typer(retention_app, name="retention")
+
+
+@retention_app.command("run")
+def retention_run(json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False) -> None:
+    """Apply every retention rule now (resumes an interrupted run; the server also runs it on a schedule)."""
+    from candor import retention
+    from candor.config import ConfigError
+
+    with opened(retention.Busy, ConfigError) as rt, _progress() as step:
+        report = retention.run(rt, actor="cli", progress=step)
+    if json_out:
+        print(json.dumps(report, indent=2))
+        return
+    for target, result in report["results"].items():
+        done = result.get("deleted", result.get("stripped", 0))
+        verb = "IP addresses dropped" if "stripped" in result else "deleted"
+        console.print(f"{target}: {done} {verb}")
+
+
+@retention_app.command("status")
+def retention_status() -> None:
+    """The rules in force (with where each comes from) and the last run."""
+    from candor import retention
+    from candor.config import ConfigError
+
+    with opened(ConfigError) as rt:
+        print(json.dumps(retention.status(rt), indent=2))
+
+
+# -- records of processing -------------------------------------------------------------------------
+@app.command("ropa")
+def ropa_command(
+    fmt: Annotated[str, typer.Option("--format", help="json or html")] = "json",
+    out: Annotated[Path | None, typer.Option(help="Write to this file instead of standard output")] = None,
+) -> None:
+    """The records of processing activities (GDPR Art. 30), generated from the configuration."""
+    from candor import audit, ropa
+    from candor.config import ConfigError
+
+    if fmt not in ("json", "html"):
+        err.print("[red]error:[/red] --format must be json or html")
+        raise typer.Exit(2)
+    with opened(ConfigError) as rt:
+        doc = ropa.build(rt)
+        audit.append(rt.store, "cli", "ropa.read", details={"format": fmt})
+    text = json.dumps(doc, indent=2) if fmt == "json" else ropa.render_html(doc)
+    if out is None:
+        print(text)
+    else:
+        out.write_text(text, encoding="utf-8")
+        console.print(f"records of processing written to {out}")

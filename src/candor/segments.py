@@ -688,6 +688,8 @@ class Segments:
 
     def __init__(self, rt: Any) -> None:
         self.rt = rt
+        # where the segment query runs: None is DuckDB on the store; a candor.engines engine (Spark) otherwise
+        self.engine: Any = None
 
     # -- definitions -------------------------------------------------------------------------------
     def parse(self, definition: Any) -> Definition:
@@ -848,11 +850,14 @@ class Segments:
     def _run(self, root: Node, now: int) -> Run:
         compiled = compile_sql(root, now)
         t0 = time.perf_counter()
-        con = self.rt.analytics.connect()
-        try:
-            rows = con.execute(compiled.sql, compiled.params).fetchall()
-        finally:
-            con.close()
+        if self.engine is not None:
+            rows = self.engine.query(self.rt.store, compiled.sql, compiled.params)
+        else:
+            con = self.rt.analytics.connect()
+            try:
+                rows = con.execute(compiled.sql, compiled.params).fetchall()
+            finally:
+                con.close()
         t1 = time.perf_counter()
         if not compiled.py_leaves:
             return Run([r[0] for r in rows], sql_s=t1 - t0)

@@ -344,6 +344,131 @@ def _db_api(con: duckdb.DuckDBPyConnection) -> Any:
     return api
 
 
+_BLOCKED_PAIRS_SQL = """
+    WITH k AS (SELECT DISTINCT record_id, bkey FROM candor_keys_arrow),
+    usable AS (SELECT bkey FROM k GROUP BY bkey HAVING count(*) BETWEEN 2 AND {max_block}),
+    kk AS (SELECT k.record_id, k.bkey FROM k SEMI JOIN usable ON k.bkey = usable.bkey)
+    SELECT DISTINCT '0' AS match_key, a.record_id AS join_key_l, b.record_id AS join_key_r
+    FROM kk a JOIN kk b ON a.bkey = b.bkey AND a.record_id < b.record_id
+"""
+
+
+class _DuckDBBackend:
+    """Matching on an in-memory DuckDB of its own (no spilling, no file access)."""
+
+    name = "duckdb"
+
+    def __init__(self) -> None:
+        self.con = _connect()
+        self._api: Any = None
+
+    def api(self) -> Any:
+        if self._api is None:
+            self._api = _db_api(self.con)
+        return self._api
+
+    def settings(self, settings: Mapping[str, Any]) -> dict[str, Any]:
+        return copy.deepcopy(dict(settings))
+
+    def rows(self, sql: str) -> list[tuple[Any, ...]]:
+        return self.con.execute(sql).fetchall()
+
+    def blocked_pairs(self, keys: pa.Table) -> str:
+        self.con.register("candor_keys_arrow", keys)
+        self.con.execute(
+            "CREATE TABLE candor_blocked_pairs AS " + _BLOCKED_PAIRS_SQL.format(max_block=MAX_BLOCK_SIZE)
+        )
+        self.con.unregister("candor_keys_arrow")
+        return "candor_blocked_pairs"
+
+    def close(self) -> None:
+        self.con.close()
+
+
+class _SparkBackend:
+    """Matching through Splink's Spark backend, on the process's shared Spark session (candor.engines).
+
+    The comparisons are the same definitions, written in Spark SQL (``for_dialect``); the saved model
+    keeps DuckDB's text, so either engine reads a model the other trained.
+    """
+
+    name = "spark"
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        self._api: Any = None
+        self._views: list[str] = []
+        from candor.engines import quiet_sockets
+
+        self._quiet = quiet_sockets()  # PySpark's unclosed local sockets: collected in ``close``
+        self._quiet.__enter__()
+
+    def api(self) -> Any:
+        if self._api is None:
+            self._api = self.engine.splink_api()
+        return self._api
+
+    def settings(self, settings: Mapping[str, Any]) -> dict[str, Any]:
+        return for_dialect(settings, "spark")
+
+    def rows(self, sql: str) -> list[tuple[Any, ...]]:
+        import sqlglot
+
+        return self.engine.rows(sqlglot.transpile(sql, read="duckdb", write="spark")[0])
+
+    def blocked_pairs(self, keys: pa.Table) -> str:
+        name = f"candor_blocked_pairs_{id(self):x}"
+        spark = self.engine.session()
+        spark.createDataFrame(keys).createOrReplaceTempView("candor_keys_arrow")
+        pairs = spark.sql(_BLOCKED_PAIRS_SQL.format(max_block=MAX_BLOCK_SIZE)).persist()
+        pairs.count()
+        pairs.createOrReplaceTempView(name)
+        spark.catalog.dropTempView("candor_keys_arrow")
+        self._views.append(name)
+        return name
+
+    def close(self) -> None:
+        spark = self.engine.session()
+        for name in self._views:
+            spark.catalog.dropTempView(name)
+        spark.catalog.clearCache()  # persisted Splink tables: the memory is released
+        self._quiet.__exit__(None, None, None)
+
+
+def _backend(engine: Any) -> _DuckDBBackend | _SparkBackend:
+    if engine is None or getattr(engine, "name", "duckdb") == "duckdb":
+        return _DuckDBBackend()
+    return _SparkBackend(engine)
+
+
+def for_dialect(settings: Mapping[str, Any], dialect: str) -> dict[str, Any]:
+    """The model's settings with every comparison level's SQL in ``dialect`` (``duckdb`` or ``spark``).
+
+    The levels are Candor's own definitions (``_comparisons``), so each is regenerated, position by
+    position, from DuckDB's text: sqlglot transpiles it, and Jaro-Winkler takes the name of Splink's
+    Spark UDF. A model whose levels do not line up with this release's is refused (retrain it).
+    """
+    import sqlglot
+
+    out = copy.deepcopy(dict(settings))
+    reference = _comparisons()
+    comparisons = out.get("comparisons") or []
+    if [c.get("output_column_name") for c in comparisons] != [c["output_column_name"] for c in reference]:
+        raise MatchingError("the saved matching model does not match this release's comparisons: retrain it")
+    for ours, ref in zip(comparisons, reference, strict=True):
+        levels, ref_levels = ours["comparison_levels"], ref["comparison_levels"]
+        if [lv.get("label_for_charts") for lv in levels] != [lv["label_for_charts"] for lv in ref_levels]:
+            raise MatchingError("the saved matching model does not match this release's comparisons: retrain it")
+        for level, ref_level in zip(levels, ref_levels, strict=True):
+            sql = ref_level["sql_condition"]
+            if dialect == "spark" and sql != "ELSE":
+                sql = sqlglot.transpile(sql, read="duckdb", write="spark")[0]
+                sql = re.sub(r"\bJAROWINKLER_SIMILARITY\(", "jaro_winkler(", sql)
+            level["sql_condition"] = sql
+    out["sql_dialect"] = dialect
+    return out
+
+
 _SCHEMA = pa.schema([("record_id", pa.string())] + [(f, pa.string()) for f in (*FIELDS, "first_canon")])
 _KEYS_SCHEMA = pa.schema([("record_id", pa.string()), ("bkey", pa.string())])
 
@@ -593,7 +718,7 @@ def _parameters_only(settings: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _lambda_from_birthday_block(
-    con: duckdb.DuckDBPyConnection, table: str, settings: Mapping[str, Any], matches_among_blocked: float
+    backend: _DuckDBBackend | _SparkBackend, table: str, settings: Mapping[str, Any], matches_among_blocked: float
 ) -> float:
     """λ from the share of matches among pairs sharing a birthday.
 
@@ -601,13 +726,14 @@ def _lambda_from_birthday_block(
     probability is P(both have one) × m(exact birthday). Splink's own estimate divides by the Bayes
     factor m/u instead, and u from random sampling is inflated by true matches on small data sets.
     """
-    total, with_birthday, blocked = con.execute(
+    found = backend.rows(
         f"""
         WITH g AS (SELECT count(*) AS c FROM {table} WHERE birthday IS NOT NULL GROUP BY birthday)
         SELECT (SELECT count(*) FROM {table}), (SELECT coalesce(sum(c), 0) FROM g),
                (SELECT coalesce(sum(c * (c - 1) / 2), 0) FROM g)
         """
-    ).fetchone() or (0, 0, 0)
+    )
+    total, with_birthday, blocked = (int(v or 0) for v in found[0]) if found else (0, 0, 0)
     m_exact = next(
         (
             float(level.get("m_probability") or 0.0)
@@ -645,7 +771,9 @@ class Model:
     # training
 
     @classmethod
-    def train(cls, records: Sequence[Mapping[str, Any]], *, max_pairs: float = 1e6, seed: int = 1) -> Model:
+    def train(
+        cls, records: Sequence[Mapping[str, Any]], *, max_pairs: float = 1e6, seed: int = 1, engine: Any = None
+    ) -> Model:
         """Estimate the model from unlabelled records.
 
         u: random sampling of up to ``max_pairs`` pairs (nearly all non-matches). m: expectation
@@ -661,13 +789,13 @@ class Model:
             )
         from splink import Linker, block_on
 
-        con = _connect()
+        backend = _backend(engine)
         try:
             table, _, _ = _prepare(records, with_keys=False)
             with _quiet_splink():
-                api = _db_api(con)
+                api = backend.api()
                 input_table = api.register(table)
-                linker = Linker(input_table, _base_settings(), log_level=None)
+                linker = Linker(input_table, backend.settings(_base_settings()), log_level=None)
                 # (Splink logs a hint when max_pairs is exactly its default; pass an equal float.)
                 linker.training.estimate_u_using_random_sampling(
                     max_pairs=float(max_pairs) + 1e-9, seed=seed, min_count_per_level=None
@@ -685,14 +813,15 @@ class Model:
                 matches_among_blocked = float(session.core_model_settings.probability_two_random_records_match)
                 settings = linker.misc.save_model_to_json()
             settings["probability_two_random_records_match"] = _lambda_from_birthday_block(
-                con, input_table.physical_name, settings, matches_among_blocked
+                backend, input_table.physical_name, settings, matches_among_blocked
             )
+            settings = for_dialect(settings, "duckdb")  # the saved model keeps one text, whichever engine trained
         except MatchingError:
             raise
-        except Exception as exc:  # noqa: BLE001 (Splink and DuckDB raise many types; none may carry values out)
-            raise MatchingError(f"training failed in Splink/DuckDB: {type(exc).__name__}") from None
+        except Exception as exc:  # noqa: BLE001 (Splink and the engines raise many types; none may carry values out)
+            raise MatchingError(f"training failed in Splink/{backend.name}: {type(exc).__name__}") from None
         finally:
-            con.close()
+            backend.close()
         return cls(settings)
 
     # persistence
@@ -716,7 +845,9 @@ class Model:
 
     # batch prediction
 
-    def predict(self, records: Sequence[Mapping[str, Any]], *, threshold: float) -> list[tuple[str, str, float]]:
+    def predict(
+        self, records: Sequence[Mapping[str, Any]], *, threshold: float, engine: Any = None
+    ) -> list[tuple[str, str, float]]:
         """Every pair (record_id_a, record_id_b, match_probability) with probability >= ``threshold``.
 
         Pairs are those sharing a blocking key (``blocking_keys``; keys held by more than
@@ -728,37 +859,27 @@ class Model:
             return []
         from splink import Linker
 
-        con = _connect()
+        backend = _backend(engine)
         try:
             table, keys, _ = _prepare(records, with_keys=True)
-            con.register("candor_keys_arrow", keys)
-            con.execute(
-                f"""
-                CREATE TABLE candor_blocked_pairs AS
-                WITH k AS (SELECT DISTINCT record_id, bkey FROM candor_keys_arrow),
-                usable AS (SELECT bkey FROM k GROUP BY bkey HAVING count(*) BETWEEN 2 AND {MAX_BLOCK_SIZE}),
-                kk AS (SELECT k.record_id, k.bkey FROM k SEMI JOIN usable USING (bkey))
-                SELECT DISTINCT '0' AS match_key, a.record_id AS join_key_l, b.record_id AS join_key_r
-                FROM kk a JOIN kk b ON a.bkey = b.bkey AND a.record_id < b.record_id
-                """
-            )
-            con.unregister("candor_keys_arrow")
+            assert keys is not None
+            pairs_table = backend.blocked_pairs(keys)
             del keys
             with _quiet_splink():
-                api = _db_api(con)
-                linker = Linker(api.register(table), copy.deepcopy(self._settings), log_level=None)
-                linker.table_management.register_blocked_pairs_for_predict(api.register("candor_blocked_pairs"))
+                api = backend.api()
+                linker = Linker(api.register(table), backend.settings(self._settings), log_level=None)
+                linker.table_management.register_blocked_pairs_for_predict(api.register(pairs_table))
                 predictions = linker.inference.predict(threshold_match_probability=threshold, warning_mode="never")
-                rows = con.execute(
+                rows = backend.rows(
                     f"SELECT record_id_l, record_id_r, match_probability FROM {predictions.physical_name} "
                     "ORDER BY record_id_l, record_id_r"
-                ).fetchall()
+                )
         except MatchingError:
             raise
-        except Exception as exc:  # noqa: BLE001 (Splink and DuckDB raise many types; none may carry values out)
-            raise MatchingError(f"prediction failed in Splink/DuckDB: {type(exc).__name__}") from None
+        except Exception as exc:  # noqa: BLE001 (Splink and the engines raise many types; none may carry values out)
+            raise MatchingError(f"prediction failed in Splink/{backend.name}: {type(exc).__name__}") from None
         finally:
-            con.close()
+            backend.close()
         return [(a, b, float(p)) for a, b, p in rows if p >= threshold]
 
     # incremental scoring

@@ -196,8 +196,14 @@ class Resolver:
 
     # -- full resolution -----------------------------------------------------------------------
     def resolve(
-        self, *, actor: str, retrain: bool = False, progress: Callable[[str, int, int], None] | None = None
+        self,
+        *,
+        actor: str,
+        retrain: bool = False,
+        progress: Callable[[str, int, int], None] | None = None,
+        engine: Any = None,
     ) -> ResolveReport:
+        """Match every active record; ``engine`` is a candor.engines engine (None: DuckDB in memory)."""
         import time
 
         from candor.identity.matching import Model
@@ -219,7 +225,7 @@ class Resolver:
         t1 = time.perf_counter()
         if model is None:
             step("training", 0, 1)
-            model = Model.train(list(recs.values()))
+            model = Model.train(list(recs.values()), engine=engine)
             report.trained = True
             with self.store.write() as conn:
                 self._save(conn, "model", model.to_json())
@@ -227,7 +233,7 @@ class Resolver:
         report.timings["train"] = time.perf_counter() - t1
         t2 = time.perf_counter()
         step("scoring", 0, 1)
-        pairs = model.predict(list(recs.values()), threshold=self.review_threshold)
+        pairs = model.predict(list(recs.values()), threshold=self.review_threshold, engine=engine)
         report.pairs_scored = len(pairs)
         report.timings["predict"] = time.perf_counter() - t2
         step("scoring", 1, 1)

@@ -468,6 +468,16 @@ markers = Table(
     Column("value", BigInteger, nullable=False),
 )
 
+# Where each retention rule's job stands (cursors, the last completed run) and the lease that lets one
+# process at a time run the job. JSON without personal data.
+retention_state = Table(
+    "retention_state",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("state", Text, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+)
+
 # Tables holding data about one subject, and the column that names the subject.
 # Access export and erasure walk this list; tests/test_privacy_tables.py keeps it complete.
 SUBJECT_TABLES: dict[str, str] = {

@@ -1,0 +1,434 @@
+"""Retention: how long each kind of data is kept, and the job that enforces it.
+
+Rules name a data category or a purpose and a period: ``raw_events=13mo`` (behavioural events),
+``ip_address=30d`` (the IP address sealed inside each event's context and properties),
+``rejected_records=30d`` (the record of each refused event), ``purpose:necessary=10y`` (events the
+tracking plan records for that purpose, such as orders). An event needed for several purposes is kept
+for the longest of their periods; one whose purposes have no rule of their own falls under
+``raw_events``. Events that need no purpose in the tracking plan (identify, alias, group: the profile
+itself) are kept while the person is, and go with an erasure. Periods are ``N`` followed by ``d``
+(days), ``w`` (weeks), ``mo`` (months of 30 days) or ``y`` (years of 365 days), or ``keep``.
+
+Rules come from *sources*: ``CANDOR_RETENTION`` today, and any other source registered with
+``register_source`` (the data dictionary's per-field retention, when it lands). When two sources give
+the same target a period, the shorter one applies: a retention period is a maximum.
+
+The *job* (``run``) applies every rule with the handler registered for its target (``register``):
+deletions in chunks of their own transaction, re-sealing without the IP address in chunks, each
+chunk's place saved in ``retention_state``, so an interrupted run resumes where it stopped. One
+process runs the job at a time (a lease row). Each run that changes something is one audit entry with
+the counts per rule and the cut-off times, never a value. The server runs it every
+``CANDOR_RETENTION_SECONDS``; ``candor retention run`` runs it now.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import and_, delete, func, select, update
+
+from candor import audit
+from candor.config import ConfigError
+from candor.store import now_ms
+from candor.store.schema import events, rejected_events, retention_state
+
+log = logging.getLogger("candor.retention")
+DAY_MS = 86_400_000
+UNITS = {"d": 1, "w": 7, "mo": 30, "y": 365}
+CHUNK = 2000
+LEASE_MS = 15 * 60_000
+LATE_OVERLAP = 1000  # ids re-read at the boundary of the "arrived late" window (idempotent)
+
+# The data categories the built-in handlers know, with what each covers (also in the records of
+# processing and docs/privacy-model.md).
+CATEGORIES: dict[str, str] = {
+    "raw_events": "behavioural events (track, page, screen) whose purposes have no period of their own",
+    "ip_address": "IP addresses in events (context.ip and any property named ip), sealed with the event",
+    "rejected_records": "records of refused events: reason, field, source and time (never their values)",
+}
+_DURATION = re.compile(r"^(\d{1,5})(d|w|mo|y)$")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Keep ``target`` (a category, or ``purpose:NAME``) at most ``days`` days (None: keep)."""
+
+    target: str
+    days: int | None
+    source: str = "settings"
+
+    @property
+    def purpose(self) -> str | None:
+        return self.target.split(":", 1)[1] if self.target.startswith("purpose:") else None
+
+    def cutoff(self, now: int) -> int | None:
+        return None if self.days is None else now - self.days * DAY_MS
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"target": self.target, "days": self.days, "period": _show(self.days), "source": self.source}
+
+
+def _show(days: int | None) -> str:
+    if days is None:
+        return "kept"
+    if days % 365 == 0:
+        return f"{days // 365} years" if days != 365 else "1 year"
+    if days % 30 == 0 and days >= 60:
+        return f"{days // 30} months"
+    return f"{days} days" if days != 1 else "1 day"
+
+
+def parse_period(text: str, where: str = "CANDOR_RETENTION") -> int | None:
+    value = text.strip().lower()
+    if value in ("keep", "forever"):
+        return None
+    found = _DURATION.match(value)
+    if not found or int(found.group(1)) == 0:
+        raise ConfigError(
+            f"{where}: {text!r} is not a period: write a number and d, w, mo or y (30d, 13mo, 10y), or keep"
+        )
+    return int(found.group(1)) * UNITS[found.group(2)]
+
+
+def parse_rules(text: str, source: str = "settings") -> list[Rule]:
+    """CANDOR_RETENTION: ``target=period`` pairs separated by commas."""
+    out: dict[str, Rule] = {}
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        target, sep, period = part.partition("=")
+        target = target.strip()
+        if not sep:
+            raise ConfigError(f"CANDOR_RETENTION: {part.strip()!r} is not a target=period pair (e.g. ip_address=30d)")
+        if target not in CATEGORIES and not (target.startswith("purpose:") and len(target) > len("purpose:")):
+            raise ConfigError(
+                f"CANDOR_RETENTION: unknown target {target!r}: use one of {', '.join(CATEGORIES)} or purpose:NAME"
+            )
+        out[target] = Rule(target, parse_period(period, f"CANDOR_RETENTION {target}"), source)
+    return list(out.values())
+
+
+# -- where rules come from -------------------------------------------------------------------------
+RuleSource = Callable[[Any], list[Rule]]
+
+
+def _from_settings(rt: Any) -> list[Rule]:
+    return parse_rules(rt.settings.retention)
+
+
+SOURCES: list[RuleSource] = [_from_settings]
+
+
+def register_source(source: RuleSource) -> None:
+    """Add a source of rules (e.g. the data dictionary): ``source(runtime) -> [Rule, ...]``."""
+    if source not in SOURCES:
+        SOURCES.append(source)
+
+
+def rules(rt: Any) -> list[Rule]:
+    """Every rule in force: per target, the shortest period any source gives."""
+    merged: dict[str, Rule] = {}
+    for source in SOURCES:
+        for rule in source(rt):
+            have = merged.get(rule.target)
+            if have is None or (rule.days is not None and (have.days is None or rule.days < have.days)):
+                merged[rule.target] = rule
+    known = set(rt.taxonomy.names())
+    for rule in merged.values():
+        if rule.purpose is not None and rule.purpose not in known:
+            raise ConfigError(f"retention rule {rule.target}: unknown purpose (known: {', '.join(sorted(known))})")
+    return sorted(merged.values(), key=lambda r: r.target)
+
+
+# -- state and lease ---------------------------------------------------------------------------------
+class Busy(RuntimeError):
+    """Another process holds the retention lease."""
+
+
+def _load(conn: Any, name: str) -> dict[str, Any]:
+    raw = conn.execute(select(retention_state.c.state).where(retention_state.c.name == name)).scalar()
+    return orjson.loads(raw) if raw else {}
+
+
+def _save(store: Any, conn: Any, name: str, state: dict[str, Any]) -> None:
+    stmt = store.insert(retention_state)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["name"], set_={"state": stmt.excluded.state, "updated_ms": stmt.excluded.updated_ms}
+    )
+    conn.execute(stmt, {"name": name, "state": orjson.dumps(state).decode(), "updated_ms": now_ms()})
+
+
+def _take_lease(store: Any, holder: str, now: int) -> None:
+    with store.write() as conn:
+        current = _load(conn, "_lease")
+        if current and current.get("holder") != holder and int(current.get("until", 0)) > now:
+            raise Busy("the retention job is running in another process; it will go on there")
+        _save(store, conn, "_lease", {"holder": holder, "until": now + LEASE_MS})
+
+
+def _drop_lease(store: Any, holder: str) -> None:
+    with store.write() as conn:
+        if _load(conn, "_lease").get("holder") == holder:
+            conn.execute(delete(retention_state).where(retention_state.c.name == "_lease"))
+
+
+# -- handlers ----------------------------------------------------------------------------------------
+Progress = Callable[[str, int, int], None]
+
+
+def _nothing(_phase: str, _done: int, _total: int) -> None:
+    return None
+
+
+@dataclass
+class Context:
+    rt: Any
+    now: int
+    progress: Progress
+    holder: str
+
+    def renew(self) -> None:
+        _take_lease(self.rt.store, self.holder, self.now)
+
+
+def _delete_chunks(ctx: Context, table: Any, cond: Any, label: str) -> int:
+    store = ctx.rt.store
+    done = 0
+    while True:
+        with store.write() as conn:
+            ids = conn.execute(select(table.c.id).where(cond).limit(CHUNK)).scalars().all()
+            if ids:
+                conn.execute(delete(table).where(table.c.id.in_(ids)))
+        done += len(ids)
+        ctx.progress(label, done, done + (CHUNK if len(ids) == CHUNK else 0))
+        if len(ids) < CHUNK:
+            return done
+
+
+def rejected_records(ctx: Context, rule: Rule, _all: list[Rule]) -> dict[str, Any]:
+    cutoff = rule.cutoff(ctx.now)
+    if cutoff is None:
+        return {"deleted": 0}
+    n = _delete_chunks(ctx, rejected_events, rejected_events.c.received_ms < cutoff, "rejected records")
+    return {"deleted": n, "before_ms": cutoff}
+
+
+def _event_periods(all_rules: list[Rule]) -> tuple[int | None, dict[str, int | None]]:
+    default = next((r.days for r in all_rules if r.target == "raw_events"), None)
+    per_purpose: dict[str, int | None] = {}
+    for r in all_rules:
+        if r.purpose is not None:
+            per_purpose[r.purpose] = r.days
+    return default, per_purpose
+
+
+def _keep_days(purposes: tuple[str, ...], default: int | None, per_purpose: dict[str, int | None]) -> int | None:
+    """The period an event needed for ``purposes`` is kept: the longest of theirs (None: keep)."""
+    if not purposes:
+        return None  # profile events (identify, alias, group) go with the person, not by age
+    periods = [per_purpose.get(p, default) for p in purposes]
+    return None if any(d is None for d in periods) else max(d for d in periods if d is not None)
+
+
+def raw_events(ctx: Context, _rule: Rule, all_rules: list[Rule]) -> dict[str, Any]:
+    """Events older than the period of their purposes (raw_events and every purpose:NAME rule)."""
+    default, per_purpose = _event_periods(all_rules)
+    periods = [d for d in (default, *per_purpose.values()) if d is not None]
+    if not periods:
+        return {"deleted": 0}
+    oldest_cutoff = ctx.now - min(periods) * DAY_MS
+    store = ctx.rt.store
+    with store.engine.connect() as conn:
+        kinds = conn.execute(
+            select(events.c.type, events.c.event).where(events.c.ts_ms < oldest_cutoff).distinct()
+        ).all()
+    total = 0
+    by_purpose: dict[str, int] = {}
+    for etype, name in kinds:
+        purposes = ctx.rt.plan.required(etype, name)
+        days = _keep_days(tuple(purposes), default, per_purpose)
+        if days is None:
+            continue
+        cond = and_(
+            events.c.type == etype,
+            events.c.event.is_(None) if name is None else events.c.event == name,
+            events.c.ts_ms < ctx.now - days * DAY_MS,
+        )
+        n = _delete_chunks(ctx, events, cond, "events")
+        total += n
+        key = ",".join(purposes)
+        by_purpose[key] = by_purpose.get(key, 0) + n
+        ctx.renew()
+    if total:
+        store.checkpoint()
+    return {"deleted": total, "by_purposes": by_purpose}
+
+
+def _strip_ip(doc: dict[str, Any]) -> bool:
+    changed = False
+    context = doc.get("context")
+    if isinstance(context, dict) and "ip" in context:
+        context.pop("ip")
+        changed = True
+    props = doc.get("properties")
+    if isinstance(props, dict):
+        for path in [p for p in props if p == "ip" or p.endswith(".ip")]:
+            props.pop(path)
+            changed = True
+        if not props:
+            doc.pop("properties")
+    return changed
+
+
+def ip_address(ctx: Context, rule: Rule, _all: list[Rule]) -> dict[str, Any]:
+    """Drop IP addresses from the sealed part of events older than the period.
+
+    Two windows, each walked by id with its place saved: events whose time fell past the cut-off since
+    the last completed run, and events that arrived since then with an older time (imports).
+    """
+    cutoff = rule.cutoff(ctx.now)
+    if cutoff is None:
+        return {"stripped": 0}
+    store, vault = ctx.rt.store, ctx.rt.vault
+    name = "ip_address"
+    with store.engine.connect() as conn:
+        state = _load(conn, name)
+        top = int(conn.execute(select(func.max(events.c.id))).scalar() or 0)
+    run = state.get("run")
+    if not run:  # a new run (else: resume the interrupted one where it stopped)
+        last = state.get("done") or {}
+        run = {
+            "cutoff": cutoff,
+            "lo": int(last.get("cutoff", 0)),
+            "late_from": max(0, int(last.get("max_id", 0)) - LATE_OVERLAP),
+            "max_id": top,
+            "phase": "window",
+            "cursor": 0,
+            "stripped": 0,
+            "read": 0,
+        }
+    windows = {
+        "window": lambda: and_(events.c.ts_ms >= run["lo"], events.c.ts_ms < run["cutoff"]),
+        "late": lambda: and_(events.c.id > run["late_from"], events.c.ts_ms < run["lo"]),
+    }
+    for phase in ("window", "late"):
+        if run["phase"] == "late" and phase == "window":
+            continue
+        run["phase"] = phase
+        while True:
+            with store.write() as conn:
+                rows = conn.execute(
+                    select(events.c.id, events.c.subject_id, events.c.sealed)
+                    .where(windows[phase](), events.c.id > run["cursor"], events.c.id <= run["max_id"])
+                    .order_by(events.c.id)
+                    .limit(CHUNK)
+                ).all()
+                keys = vault.keys_for(sorted({r[1] for r in rows}), conn)
+                for eid, sid, sealed in rows:
+                    aead = keys.get(sid)
+                    if aead is None:
+                        continue  # shredded: nothing readable is left
+                    doc = orjson.loads(vault.open_with(aead, sealed, sid.encode()))
+                    if isinstance(doc, dict) and _strip_ip(doc):
+                        resealed = vault.seal_with(aead, orjson.dumps(doc), sid.encode())
+                        conn.execute(update(events).where(events.c.id == eid).values(sealed=resealed))
+                        run["stripped"] += 1
+                run["read"] += len(rows)
+                if rows:
+                    run["cursor"] = rows[-1][0]
+                _save(store, conn, name, {**state, "run": run})
+            ctx.progress("IP addresses", run["read"], run["read"] + (CHUNK if len(rows) == CHUNK else 0))
+            if len(rows) < CHUNK:
+                break
+        run["cursor"] = 0
+        ctx.renew()
+    with store.write() as conn:
+        _save(store, conn, name, {"done": {"cutoff": run["cutoff"], "max_id": run["max_id"], "ms": ctx.now}})
+    if run["stripped"]:
+        store.checkpoint()
+    return {"stripped": run["stripped"], "read": run["read"], "before_ms": run["cutoff"]}
+
+
+Handler = Callable[[Context, Rule, list[Rule]], dict[str, Any]]
+HANDLERS: dict[str, Handler] = {
+    "rejected_records": rejected_records,
+    "raw_events": raw_events,
+    "ip_address": ip_address,
+}
+
+
+def register(target: str, handler: Handler) -> None:
+    """Enforce ``target`` (a category, e.g. one the data dictionary adds) with ``handler``."""
+    HANDLERS[target] = handler
+
+
+def _handler_for(rule: Rule) -> tuple[str, Handler] | None:
+    if rule.purpose is not None:
+        return "raw_events", raw_events  # purpose rules are applied by the events handler
+    handler = HANDLERS.get(rule.target)
+    return (rule.target, handler) if handler else None
+
+
+def run(rt: Any, *, now: int | None = None, actor: str = "system", progress: Progress | None = None) -> dict[str, Any]:
+    """Apply every rule once (resuming an interrupted run). Raises Busy when another process runs it."""
+    now = now_ms() if now is None else now
+    holder = secrets.token_hex(8)
+    store = rt.store
+    _take_lease(store, holder, now)
+    ctx = Context(rt, now, progress or _nothing, holder)
+    try:
+        in_force = rules(rt)
+        results: dict[str, Any] = {}
+        for rule in in_force:
+            found = _handler_for(rule)
+            if found is None:
+                results[rule.target] = {"skipped": "no handler for this target"}
+                continue
+            key, handler = found
+            if key in results:
+                continue
+            results[key] = handler(ctx, rule, in_force)
+        changed = {k: v for k, v in results.items() if v.get("deleted") or v.get("stripped")}
+        if changed:
+            audit.append(store, actor, "retention.applied", details={"now_ms": now, "results": changed})
+        with store.write() as conn:
+            _save(store, conn, "_last", {"ms": now, "results": results})
+        return {"now_ms": now, "rules": [r.as_dict() for r in in_force], "results": results}
+    finally:
+        _drop_lease(store, holder)
+
+
+def status(rt: Any) -> dict[str, Any]:
+    """The rules in force and the last completed run."""
+    with rt.store.engine.connect() as conn:
+        last = _load(conn, "_last")
+        lease = _load(conn, "_lease")
+    return {"rules": [r.as_dict() for r in rules(rt)], "last_run": last or None, "running": bool(lease)}
+
+
+
+async def every(rt: Any, seconds: int) -> None:
+    """The server's schedule: a first run a minute after start (sooner for short intervals), then every
+    ``seconds``. Failures are logged by type and retried at the next tick; another process's run is left
+    alone."""
+    import asyncio
+
+    if seconds <= 0:
+        return
+    loop = asyncio.get_running_loop()
+    delay = min(seconds, 60)
+    while True:
+        await asyncio.sleep(delay)
+        delay = seconds
+        try:
+            await loop.run_in_executor(None, lambda: run(rt, actor="system"))
+        except Busy:
+            continue
+        except Exception as exc:  # noqa: BLE001 - retried at the next tick; the type says enough
+            log.warning("retention run failed: %s", type(exc).__name__)
