@@ -111,7 +111,9 @@ def opened(*errors: type[Exception], **overrides: Any) -> Iterator[Any]:
     try:
         yield rt
     except errors as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        from rich.markup import escape
+
+        err.print(f"[red]error:[/red] {escape(str(exc))}")  # messages may hold brackets ("candor[spark]")
         raise typer.Exit(1) from None
     finally:
         rt.close()
@@ -1045,11 +1047,17 @@ def segments_list() -> None:
 
 
 @segments_app.command("refresh")
-def segments_refresh(name: str) -> None:
+def segments_refresh(
+    name: str,
+    engine: Annotated[str, typer.Option(help="duckdb (on the store) or spark (CANDOR_SPARK_MASTER)")] = "duckdb",
+) -> None:
     """Evaluate now and record who entered and who left."""
+    from candor.engines import EngineError, SparkEngine, check_name
     from candor.segments import SegmentError
 
-    with opened(SegmentError) as rt:
+    with opened(SegmentError, EngineError) as rt:
+        if check_name(engine) == "spark":
+            rt.segments.engine = SparkEngine(rt.settings)
         print(json.dumps(rt.segments.refresh(name, "cli"), indent=2, default=str))
 
 
