@@ -209,3 +209,61 @@ async def test_a_batch_cut_off_mid_send_is_never_sent_twice(
             conn.execute(update(sends).where(sends.c.subject_id == c1).values(outcome="sending"))
         again = a.rt.campaigns.send("jazz-week", actor="test")
         assert again["outcomes"] == {"already_sent": 2} and len(inbox.messages) == 2
+
+
+class _Outage(Inbox):
+    """A mail server that accepts ``ok`` messages, then takes the next one and dies before answering (it
+    was delivered, the sender cannot know), then answers every new message 421 until it is ``back``."""
+
+    def __init__(self, port: int, ok: int) -> None:
+        super().__init__(port)
+        self.ok = ok
+        self.down = False
+        self.crashed = False
+
+    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
+        if self.down:
+            return "421 4.3.2 Service not available, closing transmission channel"
+        envelope.mail_from = address
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        await super().handle_DATA(server, session, envelope)
+        if len(self.messages) > self.ok and not self.crashed:
+            self.down = self.crashed = True
+            server.transport.close()  # the crash: the message is in, the reply never leaves
+        return "250 OK"
+
+
+async def test_mail_server_dying_mid_campaign_retries_and_sends_nobody_twice(
+    make_settings: Callable[..., Settings],
+) -> None:
+    from aiosmtpd.controller import Controller
+
+    from candor.testing import free_port
+
+    box = _Outage(free_port(), ok=2)
+    controller = Controller(box, hostname="127.0.0.1", port=box.port)
+    controller.start()
+    try:
+        async with api(make_settings(smtp_url=box.url, quiet_hours="")) as a:
+            people = [f"o{i}" for i in range(6)]
+            for uid in people:
+                await person(a, uid, f"{uid}@example.org", [])
+            a.rt.segments.create("recent", {"name": "recent", "conditions": [{"last_seen": {"within_days": 30}}]}, "t")
+            a.rt.campaigns.create(CAMPAIGN, actor="test")
+            first = a.rt.campaigns.send("jazz-week", actor="test")
+            # two sent, one handed over without an answer (unconfirmed), three refused while it was down
+            assert first["outcomes"] == {"sent": 2, "unconfirmed": 1, "failed": 3}, first
+            assert first["state"] == "failed" and len(box.messages) == 3
+            box.down = False  # the server is back
+            second = a.rt.campaigns.send("jazz-week", actor="test")
+            assert second["outcomes"] == {"already_sent": 3, "sent": 3} and second["state"] == "sent"
+            third = a.rt.campaigns.send("jazz-week", actor="test")
+            assert third["outcomes"] == {"already_sent": 6}
+            received = sorted(str(m["To"]) for m in box.messages)
+            assert received == sorted(f"{uid}@example.org" for uid in people)  # each exactly once
+            report = a.rt.campaigns.report("jazz-week")["outcomes"]
+            assert report == {"sent": 5, "unconfirmed": 1}
+    finally:
+        controller.stop()

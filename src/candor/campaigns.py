@@ -29,7 +29,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from sqlalchemy import and_, desc, func, select, update
 
 from candor import audit
-from candor.rights.mailer import MailError
+from candor.rights.mailer import MailError, MailUnconfirmed
 from candor.store import now_ms
 from candor.store.schema import campaigns, events, identifiers, sends, sources, suppressions
 from candor.store.schema import subjects as subjects_t
@@ -282,7 +282,7 @@ class Campaigns:
         suppressed = self._suppressed_hashes(d.channel, flat, conn)
         out: list[tuple[str, str, dict[str, Any] | None]] = []
         for p in profiles:
-            if done.get(p) in ("sent", "sending"):
+            if done.get(p) in ("sent", "sending", "unconfirmed"):
                 out.append((p, "already_sent", None))
                 continue
             decision = self.rt.consent.can_use(p, d.purpose, conn=conn)
@@ -424,16 +424,20 @@ class Campaigns:
             for profile, info in to_send:
                 subject, body, headers = self.render(cid, d, profile, info)
                 variant = "personalised" if info["personal"] else "generic"
-                message_id, attempts = None, 0
+                message_id, attempts, outcome = None, 0, "failed"
                 for attempts in range(1, RETRIES + 1):
                     try:
                         message_id = mail.send(info["address"], subject, body, headers={"From": d.sender, **headers})
+                        outcome = "sent"
+                        break
+                    except MailUnconfirmed:
+                        outcome = "unconfirmed"  # may have been delivered: never sent again (at most once)
                         break
                     except MailError:
                         time.sleep(0.2 * attempts)
-                if message_id is None:
+                if outcome == "failed":
                     spent -= d.cost_per_message
-                results.append((profile, "sent" if message_id else "failed", variant, message_id, attempts))
+                results.append((profile, outcome, variant, message_id, attempts))
             self._log_many(cid, d.channel, results)
             for _, outcome in skipped:
                 counts[outcome] += 1

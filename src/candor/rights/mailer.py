@@ -12,11 +12,17 @@ import ssl
 from email import policy
 from email.message import EmailMessage
 from email.utils import make_msgid
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 
 class MailError(Exception):
     """Mail could not be sent; the message names the reason, never the recipient."""
+
+
+class MailUnconfirmed(MailError):
+    """The connection failed after the message was handed over (during DATA): the server may have
+    delivered it. Sending it again could deliver it twice, so it is not retried."""
 
 
 class Mailer:
@@ -81,6 +87,7 @@ class MailSession:
     def __init__(self, mailer: Mailer) -> None:
         self.mailer = mailer
         self.client: smtplib.SMTP | None = None
+        self.in_data = False
 
     def __enter__(self) -> MailSession:
         return self
@@ -94,18 +101,39 @@ class MailSession:
                 self.client.quit()
             self.client = None
 
+    def _open(self) -> smtplib.SMTP:
+        client = self.mailer._connect()
+        handed_over = client.data
+
+        def data(message: Any) -> tuple[int, bytes]:
+            # from here on a failure is ambiguous: the server may already hold the message
+            self.in_data = True
+            return handed_over(message)
+
+        client.data = data  # type: ignore[method-assign,assignment]
+        return client
+
     def send(self, to: str, subject: str, text: str, headers: dict[str, str] | None = None) -> str:
+        """Send one message; reconnects once when the server dropped the connection before the message was
+        handed over. A failure after that raises MailUnconfirmed and is never retried (at most once)."""
         msg = self.mailer.message(to, subject, text, headers)
         for attempt in (1, 2):
+            self.in_data = False
             try:
                 if self.client is None:
-                    self.client = self.mailer._connect()
+                    self.client = self._open()
                 self.client.send_message(msg)
                 return str(msg["Message-ID"])
             except smtplib.SMTPRecipientsRefused as exc:
                 raise MailError("the mail server refused the recipient") from exc
+            except smtplib.SMTPDataError as exc:
+                raise MailError(f"the mail server refused the message ({exc.smtp_code})") from None
             except (OSError, smtplib.SMTPException) as exc:
                 self.close()
+                if self.in_data:
+                    raise MailUnconfirmed(
+                        f"the connection failed after the message was handed over ({type(exc).__name__})"
+                    ) from None
                 if attempt == 2:
                     raise MailError(f"the mail server refused or could not be reached ({type(exc).__name__})") from None
         raise MailError("unreachable")
