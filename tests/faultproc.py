@@ -58,7 +58,7 @@ def main(argv: list[str]) -> None:
                     pause(point)
                 return seq
 
-            audit.record = record_then_pause  # type: ignore[assignment]
+            audit.record = record_then_pause
         rt.rights.process(request_id, actor="cli")
     elif job == "resolve":
         point = argv[1]
