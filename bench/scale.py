@@ -1,0 +1,151 @@
+"""Scale benchmark: how the heavy jobs behave when the data outgrows one small machine.
+
+    .venv/bin/python bench/scale.py identity --records 10000          # DuckDB and Spark local, one size
+    .venv/bin/python bench/scale.py identity --records 1000000        # the 1M run (long: see BENCHMARKS.md)
+    .venv/bin/python bench/scale.py identity --records 10000 --engines duckdb
+
+Parts (each a function registered in ``PARTS``; the ingest-workers part belongs beside this one):
+
+* ``identity``: probabilistic matching of N generated records (bench/identity_data.py, people with
+  known truth) with the same model definitions on DuckDB (in memory) and on Spark (local mode, the
+  shared session of candor.engines): training (u by sampling, two EM sessions, λ) and scoring of every
+  blocked pair, timed separately, with pairwise precision/recall against the truth and the ratio
+  Spark/DuckDB. Spark runs with ``CANDOR_SPARK_CONF`` (default here: 6 GB of driver memory).
+
+Results go to bench/results/scale-<time>.json and a table. The machine is shared (2 cores): read
+ratios, measured in the same run, before absolute times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import resource
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+sys.path.insert(0, str(HERE))
+
+
+def _data() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_identity_data", HERE / "identity_data.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _quality(pairs: list[tuple[str, str, float]], truth: dict[str, int], threshold: float) -> dict[str, float]:
+    by_person: dict[int, int] = {}
+    for person in truth.values():
+        by_person[person] = by_person.get(person, 0) + 1
+    true_total = sum(c * (c - 1) // 2 for c in by_person.values())
+    found = [(a, b) for a, b, p in pairs if p >= threshold]
+    right = sum(1 for a, b in found if truth[a] == truth[b])
+    precision = right / len(found) if found else 0.0
+    recall = right / true_total if true_total else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": round(precision, 4), "recall": round(recall, 4), "f1": round(f1, 4), "pairs": len(found)}
+
+
+def identity(args: argparse.Namespace) -> dict[str, Any]:
+    from candor.config import Settings
+    from candor.engines import SparkEngine
+    from candor.identity.matching import FIELDS, Model
+
+    data = _data()
+    t = time.perf_counter()
+    raw, truth = data.generate(args.records, seed=args.seed)
+    records = [{k: r.get(k) for k in ("record_id", *FIELDS)} for r in raw]
+    out: dict[str, Any] = {"records": len(records), "generate_s": round(time.perf_counter() - t, 1), "engines": {}}
+    for name in args.engines:
+        engine = None
+        row: dict[str, Any] = {}
+        if name == "spark":
+            conf = os.environ.get("CANDOR_SPARK_CONF") or "spark.driver.memory=6g"
+            engine = SparkEngine(Settings.from_env(env={}, spark_conf=conf, spark_master=args.spark_master))
+            t = time.perf_counter()
+            engine.session()
+            row["session_s"] = round(time.perf_counter() - t, 1)
+        t = time.perf_counter()
+        model = Model.train(records, engine=engine)
+        row["train_s"] = round(time.perf_counter() - t, 1)
+        t = time.perf_counter()
+        pairs = model.predict(records, threshold=args.threshold, engine=engine)
+        row["predict_s"] = round(time.perf_counter() - t, 1)
+        row["total_s"] = round(row["train_s"] + row["predict_s"], 1)
+        row["quality"] = _quality(pairs, truth, 0.95)
+        row["lambda"] = model.probability_two_random_records_match
+        row["driver_maxrss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        out["engines"][name] = row
+        print(f"  {name}: {json.dumps(row)}", flush=True)
+        if engine is not None:
+            SparkEngine.stop()
+    if {"duckdb", "spark"} <= set(out["engines"]):
+        d, s = out["engines"]["duckdb"], out["engines"]["spark"]
+        out["ratio_spark_to_duckdb"] = {
+            k: round(s[k] / d[k], 2) if d[k] else None for k in ("train_s", "predict_s", "total_s")
+        }
+    return out
+
+
+PARTS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {"identity": identity}
+
+
+def print_table(part: str, r: dict[str, Any]) -> None:
+    if part != "identity":
+        print(json.dumps(r, indent=2))
+        return
+    print(f"\nidentity resolution, {r['records']:,} records")
+    print(f"{'engine':8} {'train s':>9} {'predict s':>10} {'total s':>9} {'F1':>7} {'precision':>10} {'recall':>8}")
+    for name, row in r["engines"].items():
+        q = row["quality"]
+        print(
+            f"{name:8} {row['train_s']:>9} {row['predict_s']:>10} {row['total_s']:>9} {q['f1']:>7} "
+            f"{q['precision']:>10} {q['recall']:>8}"
+        )
+    if "ratio_spark_to_duckdb" in r:
+        ratio = r["ratio_spark_to_duckdb"]
+        print(f"Spark / DuckDB: train {ratio['train_s']}x, predict {ratio['predict_s']}x, total {ratio['total_s']}x")
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("part", choices=sorted(PARTS))
+    p.add_argument("--records", type=int, default=10_000)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--threshold", type=float, default=0.8)
+    p.add_argument("--engines", default="duckdb,spark", type=lambda s: [e for e in s.split(",") if e])
+    p.add_argument("--spark-master", default="local[2]")
+    p.add_argument("--no-save", action="store_true")
+    args = p.parse_args(argv)
+    from _server import machine_info
+
+    result = {
+        "benchmark": f"scale/{args.part}",
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": "bench/scale.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": machine_info(),
+        **PARTS[args.part](args),
+    }
+    print_table(args.part, result)
+    if not args.no_save:
+        RESULTS.mkdir(exist_ok=True)
+        path = RESULTS / f"scale-{args.part}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
+        path.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"results: {path}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
