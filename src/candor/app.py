@@ -244,7 +244,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     from candor.rights import api as rights_api
 
     app.include_router(rights_api.router)
-    from candor import campaigns_api, segments_api
+    from candor import segments_api
+    from candor.campaigns import api as campaigns_api
 
     app.include_router(segments_api.router)
     app.include_router(campaigns_api.router)

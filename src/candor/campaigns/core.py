@@ -14,21 +14,19 @@ is created, so a template error never leaves a campaign half sent.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import time
-import zoneinfo
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from jinja2 import StrictUndefined, TemplateError
-from jinja2.sandbox import SandboxedEnvironment
 from sqlalchemy import and_, desc, func, select, update
 
 from candor import audit
+from candor.campaigns import templates
+from candor.campaigns.caps import in_quiet_hours, local_time, parse_cap, parse_quiet
+from candor.campaigns.definition import CampaignError, Definition
 from candor.rights.mailer import MailError
 from candor.store import now_ms
 from candor.store.schema import campaigns, events, identifiers, sends, sources, suppressions
@@ -36,128 +34,8 @@ from candor.store.schema import subjects as subjects_t
 from candor.web.common import Signer
 
 log = logging.getLogger("candor.campaigns")
-CHANNELS = ("email",)
-SAMPLE_TRAITS: tuple[dict[str, Any], ...] = (
-    {},
-    {"firstName": "Ann", "lastName": "Lee", "email": "ann@example.com", "address": {"city": "Salem"}},
-    {"firstName": "Zoë", "interests": ["jazz", "crime"], "loyaltyTier": "gold"},
-)
 UNSUBSCRIBE_TTL_MS = 400 * 86_400_000
 RETRIES = 3
-
-
-class CampaignError(Exception):
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def parse_cap(text: str) -> tuple[int, int]:
-    """``3/7d`` -> (3 messages, 7 days in ms)."""
-    try:
-        n, _, window = text.partition("/")
-        if not window.endswith("d"):
-            raise ValueError
-        return int(n), int(window[:-1]) * 86_400_000
-    except ValueError:
-        raise CampaignError(f"a frequency cap looks like '3/7d', not {text!r}") from None
-
-
-def parse_quiet(text: str) -> tuple[dt.time, dt.time] | None:
-    if not text:
-        return None
-    try:
-        a, b = text.split("-")
-        return dt.time.fromisoformat(a.strip()), dt.time.fromisoformat(b.strip())
-    except ValueError:
-        raise CampaignError(f"quiet hours look like '21:00-08:00', not {text!r}") from None
-
-
-def in_quiet_hours(local: dt.time, quiet: tuple[dt.time, dt.time]) -> bool:
-    start, end = quiet
-    if start <= end:
-        return start <= local < end
-    return local >= start or local < end
-
-
-_ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
-_LENIENT = SandboxedEnvironment(autoescape=False)
-_TEMPLATES: dict[tuple[int, str], Any] = {}
-
-
-def _compiled(env: SandboxedEnvironment, text: str) -> Any:
-    """Templates compile once per process (compiling costs more than rendering)."""
-    key = (id(env), text)
-    tpl = _TEMPLATES.get(key)
-    if tpl is None:
-        if len(_TEMPLATES) > 256:
-            _TEMPLATES.clear()
-        tpl = _TEMPLATES[key] = env.from_string(text)
-    return tpl
-
-
-@dataclass
-class Definition:
-    name: str
-    segment: str
-    channel: str
-    purpose: str
-    subject: str
-    template: str
-    generic_template: str
-    sender: str
-    postal_address: str
-    cost_per_message: float = 0.0
-    budget: float | None = None
-
-    @classmethod
-    def parse(cls, raw: dict[str, Any], purposes: set[str]) -> Definition:
-        if not isinstance(raw, dict):
-            raise CampaignError("a campaign is a JSON object")
-        unknown = set(raw) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise CampaignError(f"unknown field(s): {', '.join(sorted(unknown))}")
-        for key in ("name", "segment", "subject", "template", "generic_template", "sender", "postal_address"):
-            v = raw.get(key)
-            if not isinstance(v, str) or not v.strip() or len(v) > (20_000 if "template" in key else 500):
-                raise CampaignError(f"{key}: required text (templates up to 20,000 characters, others 500)")
-        channel = raw.get("channel", "email")
-        if channel not in CHANNELS:
-            raise CampaignError(f"channel: one of {', '.join(CHANNELS)}")
-        purpose = raw.get("purpose", f"marketing.{channel}")
-        if purpose not in purposes:
-            raise CampaignError(f"purpose: unknown purpose {purpose!r}")
-        for key in ("cost_per_message", "budget"):
-            v = raw.get(key)
-            if v is not None and (not isinstance(v, int | float) or isinstance(v, bool) or v < 0):
-                raise CampaignError(f"{key}: a number ≥ 0")
-        return cls(
-            name=raw["name"].strip(),
-            segment=raw["segment"],
-            channel=channel,
-            purpose=purpose,
-            subject=raw["subject"],
-            template=raw["template"],
-            generic_template=raw["generic_template"],
-            sender=raw["sender"],
-            postal_address=raw["postal_address"],
-            cost_per_message=float(raw.get("cost_per_message") or 0.0),
-            budget=float(raw["budget"]) if raw.get("budget") is not None else None,
-        )
-
-    def check_templates(self) -> None:
-        """Render every template against sample profiles; any error refuses the campaign."""
-        for where, text, personal in (
-            ("subject", self.subject, False),
-            ("template", self.template, True),
-            ("generic_template", self.generic_template, False),
-        ):
-            try:
-                tpl = _LENIENT.from_string(text) if personal else _ENV.from_string(text)
-                for traits in SAMPLE_TRAITS if personal else ({},):
-                    tpl.render(traits=traits, first_name=traits.get("firstName", ""))
-            except TemplateError as exc:
-                raise CampaignError(f"{where}: {type(exc).__name__}: {exc}") from None
 
 
 class Campaigns:
@@ -299,15 +177,13 @@ class Campaigns:
             if recent[p] >= limit:
                 out.append((p, "skipped:frequency_cap", None))
                 continue
-            if self.quiet is not None and d.channel in self.quiet_channels:
-                tz = self._timezone(groups[p], conn) or "UTC"
-                try:
-                    local = dt.datetime.fromtimestamp(now / 1000, tz=zoneinfo.ZoneInfo(tz)).time()
-                except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-                    local = dt.datetime.fromtimestamp(now / 1000, tz=dt.UTC).time()
-                if in_quiet_hours(local, self.quiet):
-                    out.append((p, "skipped:quiet_hours", None))
-                    continue
+            if (
+                self.quiet is not None
+                and d.channel in self.quiet_channels
+                and in_quiet_hours(local_time(now, self._timezone(groups[p], conn)), self.quiet)
+            ):
+                out.append((p, "skipped:quiet_hours", None))
+                continue
             personal = self.rt.consent.can_use(p, "personalization", conn=conn).allowed
             traits = traits_of.get(p, {}) if personal else {}
             out.append((p, "send", {"address": addresses[p], "traits": traits, "personal": personal}))
@@ -337,10 +213,9 @@ class Campaigns:
         token = self.unsubscribe_token(profile, cid, d.channel)
         url = f"{base}/v1/unsubscribe/{token}"
         sender_domain = d.sender.rpartition("@")[2].rstrip(">") or "candor.invalid"
-        text_tpl = d.template if info["personal"] else d.generic_template
-        traits = info["traits"]
-        body = _compiled(_LENIENT, text_tpl).render(traits=traits, first_name=traits.get("firstName", ""))
-        subject = _compiled(_ENV, d.subject).render(traits={}, first_name="")
+        personal = bool(info["personal"])
+        body = templates.render_body(d.template if personal else d.generic_template, info["traits"], personal)
+        subject = templates.render_subject(d.subject)
         footer = (
             f"\n\n--\n{d.postal_address}\nYou receive this because you agreed to {d.purpose}. "
             f"Unsubscribe in one click: {url}\n"
