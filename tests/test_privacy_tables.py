@@ -26,6 +26,7 @@ NOT_ABOUT_A_SUBJECT = {
     "segments": "segment definitions",
     "segment_runs": "segment sizes and purpose breakdowns (aggregates)",
     "campaigns": "campaign definitions and templates",
+    "destinations": "webhook, SMS provider and ad-platform endpoints (their secrets are keyring entries)",
 }
 
 

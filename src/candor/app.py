@@ -296,7 +296,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(CampaignError)
     async def _campaign(_: Request, exc: CampaignError) -> Response:
-        codes = {404: "not_found", 409: "conflict", 503: "unavailable"}
+        codes = {404: "not_found", 409: "conflict", 502: "destination_failed", 503: "unavailable"}
         return error(exc.status, codes.get(exc.status, "invalid_campaign"), str(exc))
 
     @app.exception_handler(RightsError)

@@ -7,7 +7,7 @@ from typing import Any
 
 from candor.campaigns import templates
 
-CHANNELS = ("email",)
+TEXT_FIELDS = ("subject", "sender", "postal_address", "destination")
 
 
 class CampaignError(Exception):
@@ -22,47 +22,63 @@ class Definition:
     segment: str
     channel: str
     purpose: str
-    subject: str
     template: str
     generic_template: str
-    sender: str
-    postal_address: str
-    cost_per_message: float = 0.0
+    subject: str = ""
+    sender: str = ""
+    postal_address: str = ""
+    destination: str = ""
+    cost_per_message: float | None = None  # None: the channel's cost (CANDOR_CHANNEL_COSTS)
     budget: float | None = None
+    conversion_window_days: int | None = None
 
     @classmethod
     def parse(cls, raw: dict[str, Any], purposes: set[str]) -> Definition:
+        from candor.campaigns import channels
+
         if not isinstance(raw, dict):
             raise CampaignError("a campaign is a JSON object")
         unknown = set(raw) - set(cls.__dataclass_fields__)
         if unknown:
             raise CampaignError(f"unknown field(s): {', '.join(sorted(unknown))}")
-        for key in ("name", "segment", "subject", "template", "generic_template", "sender", "postal_address"):
+        channel_name = raw.get("channel", "email")
+        if not isinstance(channel_name, str):
+            raise CampaignError(f"channel: one of {', '.join(channels.names())}")
+        channel = channels.get(channel_name)
+        for key in ("name", "segment", "template", "generic_template", *channel.required):
             v = raw.get(key)
             if not isinstance(v, str) or not v.strip() or len(v) > (20_000 if "template" in key else 500):
                 raise CampaignError(f"{key}: required text (templates up to 20,000 characters, others 500)")
-        channel = raw.get("channel", "email")
-        if channel not in CHANNELS:
-            raise CampaignError(f"channel: one of {', '.join(CHANNELS)}")
-        purpose = raw.get("purpose", f"marketing.{channel}")
+        for key in TEXT_FIELDS:
+            v = raw.get(key)
+            if v is not None and (not isinstance(v, str) or len(v) > 500):
+                raise CampaignError(f"{key}: text up to 500 characters")
+        purpose = raw.get("purpose") or (f"marketing.{channel_name}" if f"marketing.{channel_name}" in purposes else "")
+        if not purpose:
+            raise CampaignError(f"purpose: name the purpose a {channel_name} campaign serves (e.g. marketing.push)")
         if purpose not in purposes:
             raise CampaignError(f"purpose: unknown purpose {purpose!r}")
         for key in ("cost_per_message", "budget"):
             v = raw.get(key)
             if v is not None and (not isinstance(v, int | float) or isinstance(v, bool) or v < 0):
                 raise CampaignError(f"{key}: a number ≥ 0")
+        window = raw.get("conversion_window_days")
+        if window is not None and (not isinstance(window, int) or isinstance(window, bool) or not 1 <= window <= 365):
+            raise CampaignError("conversion_window_days: a whole number of days from 1 to 365")
         return cls(
             name=raw["name"].strip(),
             segment=raw["segment"],
-            channel=channel,
+            channel=channel_name,
             purpose=purpose,
-            subject=raw["subject"],
             template=raw["template"],
             generic_template=raw["generic_template"],
-            sender=raw["sender"],
-            postal_address=raw["postal_address"],
-            cost_per_message=float(raw.get("cost_per_message") or 0.0),
+            subject=raw.get("subject") or "",
+            sender=raw.get("sender") or "",
+            postal_address=raw.get("postal_address") or "",
+            destination=raw.get("destination") or "",
+            cost_per_message=float(raw["cost_per_message"]) if raw.get("cost_per_message") is not None else None,
             budget=float(raw["budget"]) if raw.get("budget") is not None else None,
+            conversion_window_days=window,
         )
 
     def check_templates(self) -> None:

@@ -45,7 +45,9 @@ class Mailer:
             client.login(unquote(parts.username), unquote(parts.password or ""))
         return client
 
-    def message(self, to: str, subject: str, text: str, headers: dict[str, str] | None = None) -> EmailMessage:
+    def message(
+        self, to: str, subject: str, text: str, headers: dict[str, str] | None = None, html: str | None = None
+    ) -> EmailMessage:
         # long header values (List-Unsubscribe URLs) must stay plain text, never RFC 2047 encoded words
         msg = EmailMessage(policy=policy.default.clone(max_line_length=998))
         extra = dict(headers or {})
@@ -56,6 +58,8 @@ class Mailer:
         for k, v in extra.items():
             msg[k] = v
         msg.set_content(text)
+        if html is not None:
+            msg.add_alternative(html, subtype="html")
         return msg
 
     def send(self, to: str, subject: str, text: str, headers: dict[str, str] | None = None) -> str:
@@ -94,8 +98,10 @@ class MailSession:
                 self.client.quit()
             self.client = None
 
-    def send(self, to: str, subject: str, text: str, headers: dict[str, str] | None = None) -> str:
-        msg = self.mailer.message(to, subject, text, headers)
+    def send(
+        self, to: str, subject: str, text: str, headers: dict[str, str] | None = None, html: str | None = None
+    ) -> str:
+        msg = self.mailer.message(to, subject, text, headers, html)
         for attempt in (1, 2):
             try:
                 if self.client is None:
