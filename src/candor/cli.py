@@ -949,9 +949,11 @@ def preferences_link(
 
 
 # -- campaigns (candor/campaigns/cli.py) ------------------------------------------------------
-from candor.campaigns.cli import campaigns_app  # noqa: E402
+from candor.campaigns.cli import audiences_app, campaigns_app, destinations_app  # noqa: E402
 
 app.add_typer(campaigns_app, name="campaigns")
+app.add_typer(destinations_app, name="destinations")
+app.add_typer(audiences_app, name="audiences")
 
 
 # -- segments ------------------------------------------------------------------------------------

@@ -113,11 +113,12 @@ class Audiences:
         if dest is not None:
             destinations = self.rt.campaigns.destinations
             poster = destinations.poster(dest)
+            refs = destinations.refs(dest.id, profiles)
             error = None
             try:
                 for i in range(0, len(rows), CHUNK):
                     part = [
-                        {"candorId": destinations.ref(dest.id, p), **r}
+                        {"candorId": refs[p], **r}
                         for p, r in zip(profiles[i : i + CHUNK], rows[i : i + CHUNK], strict=True)
                     ]
                     poster.post(
@@ -136,7 +137,7 @@ class Audiences:
                 poster.close()
             with self.rt.store.write() as conn:
                 if error is None:
-                    destinations.remember(conn, dest.id, profiles)
+                    destinations.remember(conn, dest.id, refs)
                 else:
                     destinations.dead(
                         conn,

@@ -417,9 +417,11 @@ class Campaigns:
             self._log_many(cid, d.channel, results)
             if dest is not None:
                 delivered = [p for p, o, *_ in results if o == "sent"]
+                refs = self.destinations.refs(dest.id, delivered)
                 with self.rt.store.write() as conn:
-                    self.destinations.remember(conn, dest.id, delivered)
+                    self.destinations.remember(conn, dest.id, refs)
                     self.destinations.resolved(conn, dest.id, cid, delivered)
+                    self.destinations.resolved(conn, dest.id, cid, [p for p, _ in skipped], "skipped")
                     for profile, attempts, error in dead:
                         self.destinations.dead(
                             conn,

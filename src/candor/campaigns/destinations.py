@@ -201,15 +201,19 @@ class Destinations:
         is never rotated or erased, so an erasure notice can name it after the person is gone."""
         return str(self.rt.vault.contact_hash(f"destination:{dest_id}", profile))[:32]
 
-    def remember(self, conn: Any, dest_id: int, profiles: Iterable[str]) -> None:
+    def refs(self, dest_id: int, profiles: Iterable[str]) -> dict[str, str]:
+        """Computed before a write transaction opens (the first use of the key may have to create it)."""
+        return {p: self.ref(dest_id, p) for p in profiles}
+
+    def remember(self, conn: Any, dest_id: int, refs: dict[str, str]) -> None:
         ts = now_ms()
         stmt = self.rt.store.insert(destination_recipients)
         stmt = stmt.on_conflict_do_update(
             index_elements=["destination_id", "subject_id"], set_={"last_ms": stmt.excluded.last_ms}
         )
         rows = [
-            {"destination_id": dest_id, "subject_id": p, "ref": self.ref(dest_id, p), "first_ms": ts, "last_ms": ts}
-            for p in set(profiles)
+            {"destination_id": dest_id, "subject_id": p, "ref": ref, "first_ms": ts, "last_ms": ts}
+            for p, ref in refs.items()
         ]
         if rows:
             conn.execute(stmt, rows)
@@ -264,8 +268,9 @@ class Destinations:
             },
         )
 
-    def resolved(self, conn: Any, dest_id: int, campaign_id: int, profiles: list[str]) -> None:
-        """Messages delivered at last (a resume or a replay): their dead letters are done."""
+    def resolved(self, conn: Any, dest_id: int, campaign_id: int, profiles: list[str], state: str = "replayed") -> None:
+        """Messages delivered at last (``replayed``), or decided against this time (``skipped``: consent
+        withdrawn, suppressed since): their dead letters are done."""
         for i in range(0, len(profiles), 500):
             conn.execute(
                 update(deliveries)
@@ -277,7 +282,7 @@ class Destinations:
                         deliveries.c.state == "dead",
                     )
                 )
-                .values(state="replayed", updated_ms=now_ms())
+                .values(state=state, updated_ms=now_ms())
             )
 
     def dead_letters(self, name: str) -> list[dict[str, Any]]:

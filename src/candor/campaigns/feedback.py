@@ -91,6 +91,12 @@ def apply(rt: Any, body: bytes, source: str) -> dict[str, Any]:
     if confirmation:
         return {"subscription": "received; confirm it in the AWS console (Candor does not follow the link)"}
     counts = {"bounces": 0, "complaints": 0, "suppressed": 0, "ignored": 0}
+    known: dict[str, str | None] = {}
+    for _, raw_email, _, _ in events:  # look-ups (and key loading) before the write transaction
+        email = normalize.email(raw_email)
+        if email is not None and email not in known:
+            rt.vault.contact_hash("email", email)
+            known[email] = rt.consent.subject_for("email", email)
     with rt.store.write() as conn:
         for kind, raw_email, permanent, mid in events:
             email = normalize.email(raw_email)
@@ -98,7 +104,7 @@ def apply(rt: Any, body: bytes, source: str) -> dict[str, Any]:
                 counts["ignored"] += 1
                 continue
             counts["bounces" if kind == "bounce" else "complaints"] += 1
-            sid = rt.consent.subject_for("email", email)
+            sid = known[email]
             profile = rt.identity.profile_of(sid, conn) if sid else None
             if (kind == "complaint" or permanent) and rt.suppressions.add(
                 "email", "email", email, kind, source=f"feedback:{source}"[:100], actor="mail-provider", conn=conn

@@ -102,6 +102,8 @@ def inbound(rt: Any, body: bytes, content_type: str, source: str) -> dict[str, A
         return {"action": "help", "reply": rt.settings.sms_help_text}
     if word not in STOP_WORDS:
         return {"action": "none", "reply": None}
+    pseudonyms = rt.vault.all_pseudonyms("phone", phone)
+    rt.vault.contact_hash("phone", phone)  # keys are loaded (or created) before the write transaction
     with rt.store.write() as conn:
         people = list(
             conn.execute(
@@ -110,7 +112,7 @@ def inbound(rt: Any, body: bytes, content_type: str, source: str) -> dict[str, A
                 .where(
                     and_(
                         identifiers.c.id_type == "phone",
-                        identifiers.c.pseudonym.in_(rt.vault.all_pseudonyms("phone", phone)),
+                        identifiers.c.pseudonym.in_(pseudonyms),
                         subjects.c.state != "erased",
                     )
                 )

@@ -488,7 +488,7 @@ deliveries = Table(
     Column("campaign_id", Integer, nullable=True),
     Column("subject_id", String(32), nullable=True, index=True),  # the profile (message deliveries)
     Column("payload", Text, nullable=True),  # JSON without personal data (erasure notice, audience name)
-    Column("state", String(12), nullable=False),  # pending | delivered | dead | replayed
+    Column("state", String(12), nullable=False),  # pending | delivered | dead | replayed | skipped
     Column("attempts", Integer, nullable=False, default=0),
     Column("last_error", String(200), nullable=True),  # a status code or an exception type, never content
     Column("created_ms", BigInteger, nullable=False),
