@@ -56,21 +56,33 @@ def parse(body: bytes) -> tuple[list[Event], bool]:
     return out, False
 
 
+def _dict(x: Any) -> dict[str, Any]:
+    return x if isinstance(x, dict) else {}
+
+
+def _addresses(recipients: Any) -> list[str]:
+    items = recipients if isinstance(recipients, list) else []
+    return [str(r["emailAddress"]) for r in items if isinstance(r, dict) and isinstance(r.get("emailAddress"), str)]
+
+
 def _one(item: dict[str, Any], n: int) -> list[Event]:
     if "notificationType" in item:  # SES
         kind = str(item["notificationType"]).lower()
-        mid = ((item.get("mail") or {}).get("commonHeaders") or {}).get("messageId")
+        mid = _dict(_dict(item.get("mail")).get("commonHeaders")).get("messageId")
+        mid = mid if isinstance(mid, str) else None
         if kind == "bounce":
-            b = item.get("bounce") or {}
+            b = _dict(item.get("bounce"))
             permanent = b.get("bounceType") == "Permanent"
-            return [("bounce", str(r.get("emailAddress", "")), permanent, mid) for r in b.get("bouncedRecipients", [])]
+            return [("bounce", a, permanent, mid) for a in _addresses(b.get("bouncedRecipients"))]
         if kind == "complaint":
-            c = item.get("complaint") or {}
-            return [("complaint", str(r.get("emailAddress", "")), True, mid) for r in c.get("complainedRecipients", [])]
+            c = _dict(item.get("complaint"))
+            return [("complaint", a, True, mid) for a in _addresses(c.get("complainedRecipients"))]
         return []  # deliveries and other notifications
     if "event" in item:  # SendGrid-style
         event = str(item["event"]).lower()
-        email = str(item.get("email", ""))
+        email = item.get("email")
+        if not isinstance(email, str):
+            return []
         mid = item.get("smtp-id") if isinstance(item.get("smtp-id"), str) else None
         if event in ("bounce", "dropped"):
             return [("bounce", email, item.get("type") != "blocked", mid)]
