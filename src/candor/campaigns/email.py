@@ -48,11 +48,10 @@ class EmailChannel(Channel):
             f"Unsubscribe in one click: {url}\n"
         )
         text = c.body + footer
+        html = None  # untracked recipients get plain text: no HTML part, so no image to load
         if c.tracked:
             text = tracking.rewrite(rt, c.campaign_id, c.profile, text, keep={url})
             html = tracking.html_part(text, tracking.pixel_url(rt, c.campaign_id, c.profile))
-        else:
-            html = tracking.html_part(text, None)
         headers = {
             "From": d.sender,
             "List-Unsubscribe": f"<mailto:unsubscribe@{sender_domain}?subject=unsubscribe-{c.campaign_id}>, <{url}>",

@@ -2,8 +2,8 @@
 
 A tracked message has its links rewritten to ``/v1/t/c/{token}`` (a signed token naming the
 campaign, the profile and the link, so the redirect can only go where the message pointed) and an
-HTML part with a 1×1 image at ``/v1/t/o/{token}``. Everyone else gets the same message with the
-original links and no image. A hit is recorded only if the person still agrees to analytics at that
+HTML part with a 1×1 image at ``/v1/t/o/{token}``. Everyone else gets the plain-text message with
+the original links: no HTML part, so no image. A hit is recorded only if the person still agrees to analytics at that
 moment. Bounces and complaints arrive through ``/v1/email/feedback`` (campaigns/feedback.py).
 """
 
