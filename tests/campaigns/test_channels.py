@@ -115,6 +115,19 @@ async def test_webhook_down_mid_send_retries_dead_letters_and_replays_each_recip
             delivered = Counter(h.json["candorId"] for h in hook.accepted)
             assert len(delivered) == 4 and set(delivered.values()) == {1}, "nobody received the message twice"
             body = hook.accepted[0].json
+            # nothing personal at rest: the dead letters and the recipients' list hold pseudonymous ids only
+            if a.rt.settings.is_sqlite:
+                a.rt.store.checkpoint()
+                blob = b"".join(p.read_bytes() for p in a.rt.settings.data_dir.rglob("*") if p.is_file())
+                assert b"w1@example.org" not in blob
+            # the person's access export says which destination received them, under which id
+            import io
+            import json
+            import zipfile
+
+            people = a.rt.identity.members(letters[1]["profile"])  # replayed and delivered
+            data = json.loads(zipfile.ZipFile(io.BytesIO(a.rt.rights.export_bytes(people, "r"))).read("data.json"))
+            assert [(r["destination"], r["kind"]) for r in data["recipients"]] == [("push", "webhook")]
             assert body["type"] == "campaign.message" and body["purpose"] == "marketing.push"
             assert body["to"].endswith("@example.org") and "/v1/unsubscribe/" in body["unsubscribeUrl"]
             report = (await a.client.get("/v1/campaigns/push-week/report", headers=owner)).json()
@@ -308,3 +321,23 @@ async def test_erasure_reaches_every_destination_that_received_the_person(
             with a.rt.store.engine.connect() as conn:
                 actions = [x for (x,) in conn.execute(select(audit_log.c.action))]
             assert "destination.erasure_notice" in actions
+
+
+async def test_channel_costs_and_a_budget_that_holds_across_resumes(make_settings: Callable[..., Settings]) -> None:
+    with Receiver() as hook:
+        async with api(fast(make_settings, channel_costs="webhook=0.2,sms=0.05")) as a:
+            hook.secret = await destination(a, "push", "webhook", hook.url, purpose="marketing.push")
+            for uid in ("b1", "b2", "b3", "b4"):
+                await person(a, uid, ["marketing.push"])
+            a.rt.segments.create("everyone", EVERYONE, "test")
+            free = {k: v for k, v in PUSH.items() if k != "cost_per_message"}
+            a.rt.campaigns.create({**free, "budget": 0.5}, actor="test")  # the channel's cost: 0.2 a message
+            hook.accept_at_most = 1
+            first = a.rt.campaigns.send("push-week", actor="test")
+            assert first["outcomes"] == {"sent": 1, "failed": 1, "skipped:budget": 2}, first
+            hook.accept_at_most = None
+            again = a.rt.campaigns.send("push-week", actor="test")  # 0.2 already spent: one more fits
+            assert again["outcomes"] == {"already_sent": 1, "sent": 1, "skipped:budget": 2}, again
+            report = a.rt.campaigns.report("push-week")
+            assert report["cost_per_message"] == 0.2 and report["spend"] == 0.4 and report["budget"] == 0.5
+            assert len(hook.accepted) == 2

@@ -49,6 +49,9 @@ class Campaigns:
         self.quiet_channels = {c.strip() for c in s.quiet_hours_channels.split(",") if c.strip()}
         self.now = now_ms  # the clock sends are decided by (tests pin it)
         self.destinations = Destinations(rt)
+        from candor.campaigns import export
+
+        export.register()
         from candor.campaigns.audiences import Audiences
 
         self.audiences = Audiences(rt)
