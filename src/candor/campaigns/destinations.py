@@ -94,6 +94,7 @@ class Poster:
 class Destinations:
     def __init__(self, rt: Any) -> None:
         self.rt = rt
+        self._known: dict[str, Destination] = {}  # destinations are never edited: safe to keep
 
     # -- definitions ---------------------------------------------------------------------------
     def create(
@@ -159,9 +160,15 @@ class Destinations:
     def find(self, name: str | None) -> Destination | None:
         if not name:
             return None
+        known = self._known.get(name)
+        if known is not None:
+            return known
         with self.rt.store.engine.connect() as conn:
             row = conn.execute(select(destinations).where(destinations.c.name == name)).mappings().first()
-            return None if row is None else self._from_row(row, conn)
+            found = None if row is None else self._from_row(row, conn)
+        if found is not None:
+            self._known[name] = found
+        return found
 
     def get(self, name: str) -> Destination:
         found = self.find(name)
