@@ -198,12 +198,13 @@ async def test_console_segment_and_campaign_pages(settings: Settings) -> None:
         # the segment's own page: a live preview with the purpose breakdown and membership over time
         page = await a.client.get("/admin/segments/recent")
         assert (
-            page.status_code == 200 and "<strong>1</strong> members" in page.text and "members over time" in page.text
+            page.status_code == 200 and "<strong>1</strong> members" in page.text and "recent: members at" in page.text
         )
         assert "marketing.email" in page.text
         r = await a.client.post("/admin/segments/recent/refresh", data={"csrf": token})
         assert r.status_code == 303
         assert len(a.rt.segments.runs("recent")) == 2
+        assert "recent: members over time" in (await a.client.get("/admin/segments/recent")).text  # now a line
         assert (await a.client.post("/admin/segments/recent/refresh", data={})).status_code == 403
         assert (await a.client.get("/admin/segments/nobody")).status_code == 404
         # a campaign from the form: a bad template is refused with the reason and the values kept

@@ -122,7 +122,9 @@ def segment_page(request: Request, name: str = NAME) -> Response:
     preview = rt.segments.preview(name)
     runs = list(reversed(rt.segments.runs(name, limit=60)))
     history: Markup | None = None
-    if runs:
+    if len(runs) == 1:  # one point makes no line
+        history = bar_chart(f"{name}: members at {_day(runs[0]['run_ms'])}", [("members", float(runs[0]["size"]))])
+    elif runs:
         history = line_chart(
             f"{name}: members over time",
             [_day(r["run_ms"]) for r in runs],
