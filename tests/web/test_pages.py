@@ -229,7 +229,8 @@ async def test_console_segment_and_campaign_pages(settings: Settings) -> None:
         assert r.status_code == 303 and r.headers["location"] == "/admin/campaigns/from-console"
         page = await a.client.get("/admin/campaigns/from-console")
         assert page.status_code == 200 and "If sent now" in page.text and "Not sent yet" in page.text
-        assert "skipped:no_consent" in page.text  # the EU: marketing email needs consent, which pc-1 never gave
+        assert "send:personalised" in page.text and "The personalised variant" in page.text
+        assert XSS not in page.text  # the sample is rendered without personal values
         assert (await a.client.post("/admin/campaigns", data={**form, "csrf": "forged"})).status_code == 403
         r = await a.client.post("/admin/campaigns/from-console/send", data={"csrf": token})
         assert r.status_code == 503 and "CANDOR_SMTP_URL" in r.text  # no mail server here: nothing was marked

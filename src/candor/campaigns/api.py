@@ -206,6 +206,7 @@ async def sms_inbound(request: Request) -> Any:
 TRACK: dict[int | str, dict[str, Any]] = {
     "200": {"content": {"image/gif": {}}},
     "302": {"description": "to the link in the message"},
+    "400": {"model": ErrorBody},
     "404": {"content": {"text/html": {}}},
 }
 
