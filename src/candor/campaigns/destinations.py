@@ -34,6 +34,8 @@ from candor.store import now_ms
 from candor.store.schema import deliveries, destination_recipients, destinations, keyring
 
 log = logging.getLogger("candor.destinations")
+# httpx logs every request line with its URL at INFO; destination URLs may carry credentials
+logging.getLogger("httpx").setLevel(logging.WARNING)
 KINDS = ("webhook", "sms", "ad_audience")
 CONTACTS = ("email", "phone", "none")
 
