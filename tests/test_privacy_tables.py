@@ -27,6 +27,7 @@ NOT_ABOUT_A_SUBJECT = {
     "segment_runs": "segment sizes and purpose breakdowns (aggregates)",
     "campaigns": "campaign definitions and templates",
     "retention_state": "retention job cursors, last runs and the job lease",
+    "destinations": "webhook, SMS provider and ad-platform endpoints (their secrets are keyring entries)",
 }
 
 
