@@ -120,13 +120,14 @@ def quiet_sockets() -> Iterator[None]:
 
 
 def _private_dir() -> Path:
-    """Spark's scratch space: in memory (/dev/shm) where the machine has it, else the temp dir.
+    """Spark's scratch space: in memory (/dev/shm) where the machine has 2 GB free there, else the temp dir.
 
     Whatever lands there is encrypted anyway (``spark.io.encryption.enabled``); the directory is private
     (0700) and removed when the process ends.
     """
     base = Path("/dev/shm")  # noqa: S108 - a private directory is made inside it (mkdtemp, 0700)
-    parent = base if base.is_dir() and os.access(base, os.W_OK) else Path(tempfile.gettempdir())
+    roomy = base.is_dir() and os.access(base, os.W_OK) and shutil.disk_usage(base).free >= 2 * 2**30
+    parent = base if roomy else Path(tempfile.gettempdir())  # a small /dev/shm (containers) would fill up
     path = Path(tempfile.mkdtemp(prefix="candor-spark-", dir=parent))
     os.chmod(path, 0o700)
     atexit.register(shutil.rmtree, path, True)
