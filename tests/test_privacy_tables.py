@@ -26,6 +26,9 @@ NOT_ABOUT_A_SUBJECT = {
     "segments": "segment definitions",
     "segment_runs": "segment sizes and purpose breakdowns (aggregates)",
     "campaigns": "campaign definitions and templates",
+    "data_dictionary": "declared field names, categories and retention per source",
+    "source_policies": "what each source does with undeclared personal data",
+    "privacy_findings": "field names, guessed categories and counts; never a value",
 }
 
 

@@ -79,6 +79,10 @@ class Settings:
     quiet_hours: str = field(default="21:00-08:00", metadata={"env": "CANDOR_QUIET_HOURS"})
     quiet_hours_channels: str = field(default="sms,phone", metadata={"env": "CANDOR_QUIET_HOURS_CHANNELS"})
     trusted_sources: str = field(default="", metadata={"env": "CANDOR_TRUSTED_SOURCES"})
+    pii_detection: str = field(default="on", metadata={"env": "CANDOR_PII_DETECTION"})
+    pii_patterns_file: str = field(default="", metadata={"env": "CANDOR_PII_PATTERNS"})
+    pii_field_names: str = field(default="", metadata={"env": "CANDOR_PII_FIELD_NAMES"})
+    pii_phone_regions: str = field(default="US,GB,DE,FR,ES,IT,IN,BR", metadata={"env": "CANDOR_PII_PHONE_REGIONS"})
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -166,12 +170,35 @@ class Settings:
             raise ConfigError("CANDOR_PUBLIC_URL must start with http:// or https://")
         if self.survivorship not in ("recent", "trusted", "frequent"):
             raise ConfigError("CANDOR_SURVIVORSHIP must be one of recent, trusted, frequent")
+        self.validate_pii()
         url = self.database_url
         if url and not (url.startswith("sqlite") or url.startswith("postgresql")):
             raise ConfigError(
                 f"CANDOR_DATABASE_URL must start with sqlite:/// or postgresql+psycopg://, got scheme "
                 f"{url.split(':', 1)[0]!r}"
             )
+
+    def validate_pii(self) -> None:
+        if self.pii_detection not in ("on", "off"):
+            raise ConfigError("CANDOR_PII_DETECTION must be on or off")
+        if self.pii_patterns_file:
+            from candor.detect import load_patterns
+
+            try:
+                load_patterns(self.pii_patterns_file)
+            except ValueError as exc:
+                raise ConfigError(f"CANDOR_PII_PATTERNS: {exc}") from None
+        from candor.detect import field_names
+
+        try:
+            field_names(self.pii_field_names)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        import phonenumbers
+
+        for region in self.pii_phone_regions.split(","):
+            if region.strip() and region.strip().upper() not in phonenumbers.SUPPORTED_REGIONS:
+                raise ConfigError(f"CANDOR_PII_PHONE_REGIONS: {region.strip()!r} is not a region code such as US or GB")
 
     @property
     def resolved_database_url(self) -> str:
