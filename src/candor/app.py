@@ -115,7 +115,9 @@ class Runtime:
         if v is None:
             v = Validator(
                 self.vault.pseudonym,
-                DEFAULT_PERSONAL_PROPERTIES | source.personal_properties | self.dictionary.for_source(source.id).sealed_names(),
+                DEFAULT_PERSONAL_PROPERTIES
+                | source.personal_properties
+                | self.dictionary.for_source(source.id).sealed_names(),
                 self.settings.default_phone_region,
                 self.settings.max_event_bytes,
                 self.vault.legacy_pseudonyms,
@@ -272,6 +274,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(assets.router)
     app.include_router(preferences.router)
     app.include_router(console.router)
+    from candor.web import privacy_console
+
+    app.include_router(privacy_console.router)
 
     install_error_handlers(app)
     install_middleware(app, settings)

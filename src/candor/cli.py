@@ -1038,3 +1038,10 @@ def segments_refresh(name: str) -> None:
 
     with opened(SegmentError) as rt:
         print(json.dumps(rt.segments.refresh(name, "cli"), indent=2, default=str))
+
+
+# the data dictionary and the privacy inbox (privacy_cli.py)
+from candor.privacy_cli import dictionary_app, inbox_app  # noqa: E402 - mounted after the other groups
+
+app.add_typer(dictionary_app, name="dictionary")
+app.add_typer(inbox_app, name="inbox")

@@ -138,7 +138,9 @@ def _offline_tldextract() -> Any:
     return tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None, fallback_to_snapshot=True)
 
 
-def presidio_engine(phone_regions: Sequence[str] = DEFAULT_PHONE_REGIONS, patterns: Sequence[dict[str, Any]] = ()) -> Any:
+def presidio_engine(
+    phone_regions: Sequence[str] = DEFAULT_PHONE_REGIONS, patterns: Sequence[dict[str, Any]] = ()
+) -> Any:
     """A Presidio AnalyzerEngine on the no-op NLP engine with pattern recognizers only (built once)."""
     key = (tuple(phone_regions), json.dumps(list(patterns), sort_keys=True))
     with _ENGINE_LOCK:
@@ -155,7 +157,7 @@ def presidio_engine(phone_regions: Sequence[str] = DEFAULT_PHONE_REGIONS, patter
 
         extract = _offline_tldextract()
 
-        class OfflineEmailRecognizer(pr.EmailRecognizer):  # type: ignore[misc]
+        class OfflineEmailRecognizer(pr.EmailRecognizer):
             def validate_result(self, pattern_text: str) -> bool:
                 return bool(extract(pattern_text).fqdn)
 
@@ -277,7 +279,9 @@ def _builtin(settings: Any) -> list[Detector]:
     )
     for p in patterns:
         entity = _custom_entity(p["name"])
-        out.append(PresidioDetector(f"pattern:{p['name']}", p["regex"], (entity,), {entity: p["category"]}, 0.0, engine))
+        out.append(
+            PresidioDetector(f"pattern:{p['name']}", p["regex"], (entity,), {entity: p["category"]}, 0.0, engine)
+        )
     return out
 
 
@@ -344,10 +348,11 @@ class Scanner:
                     continue
                 windows = [(0, len(text))]
             else:
-                windows = _windows(text, hint)
-                if windows is None:
+                found_windows = _windows(text, hint)
+                if found_windows is None:
                     failed = True
                     continue
+                windows = found_windows
                 if not windows:
                     continue
             for start, end in windows:
@@ -431,7 +436,9 @@ class Redacted:
     unscannable: bool  # the text could not be scanned whole: ``text`` is fully masked
 
 
-def redact_text(text: str, *, scanner: Scanner | None = None, replacement: Callable[[Span], str] | None = None) -> Redacted:
+def redact_text(
+    text: str, *, scanner: Scanner | None = None, replacement: Callable[[Span], str] | None = None
+) -> Redacted:
     """Scan a free text (a survey comment, a review) and mask the personal data in it.
 
     Every email address, phone number, payment card, IBAN, IP address and national id becomes

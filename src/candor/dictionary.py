@@ -314,9 +314,7 @@ class Dictionary:
         if source_id is not None:
             q = q.where(data_dictionary.c.source_id == source_id)
         return [
-            Declaration(
-                r["scope"], r["path"], r["category"], r["retention_days"], int(r["source_id"]), r["note"] or ""
-            )
+            Declaration(r["scope"], r["path"], r["category"], r["retention_days"], int(r["source_id"]), r["note"] or "")
             for r in conn.execute(q.order_by(data_dictionary.c.scope, data_dictionary.c.path)).mappings()
         ]
 
@@ -332,7 +330,7 @@ class Dictionary:
             sid = self.source_id(source, conn)
             own = self._rows(conn, sid)
         sd = SourceDictionary((*BUILTIN, *own))
-        out = []
+        out: list[dict[str, Any]] = []
         for scope in SCOPES:
             out.extend(d.as_dict() for d in sorted(sd.by_scope(scope).values(), key=lambda d: d.path))
         return out
@@ -343,7 +341,7 @@ class Dictionary:
         scope: str,
         path: str,
         category: str,
-        retention_days: int | None = -1,  # type: ignore[assignment]
+        retention_days: int | None = -1,
         *,
         note: str = "",
         actor: str = "cli",
@@ -355,9 +353,7 @@ class Dictionary:
         check_declaration(scope, path, category, retention_days)
         if conn is None:
             with self.store.write() as c:
-                return self.declare(
-                    source, scope, path, category, retention_days, note=note, actor=actor, conn=c
-                )
+                return self.declare(source, scope, path, category, retention_days, note=note, actor=actor, conn=c)
         sid = self.source_id(source, conn)
         now = now_ms()
         conn.execute(
@@ -412,6 +408,24 @@ class Dictionary:
         self._cache.pop(sid, None)
         self.generation += 1
         return bool(n)
+
+    def special_traits(self, conn: Any = None) -> dict[str, str]:
+        """Trait name → special category, over every source's declarations (what segments must respect)."""
+        if conn is None:
+            with self.store.engine.connect() as c:
+                return self.special_traits(c)
+        out: dict[str, str] = {}
+        for d in (*BUILTIN, *self._rows(conn, None)):
+            if d.scope == "traits" and CATEGORIES[d.category].special:
+                out[d.path.partition(".")[0]] = d.category
+        return out
+
+    def special_in_use(self) -> set[str]:
+        """Special categories some source declares (plus precise location, which any event may carry):
+        the opt-ins worth offering people."""
+        with self.store.engine.connect() as conn:
+            rows = self._rows(conn, None)
+        return {"precise_location"} | {d.category for d in (*BUILTIN, *rows) if CATEGORIES[d.category].special}
 
     def invalidate(self) -> None:
         self._cache.clear()

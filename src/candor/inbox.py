@@ -45,7 +45,9 @@ class Inbox:
         now = time.monotonic()
         if now - at > self.CACHE_SECONDS:
             with self.store.engine.connect() as conn:
-                cached = {int(s): p for s, p in conn.execute(select(source_policies.c.source_id, source_policies.c.policy))}
+                cached = {
+                    int(s): p for s, p in conn.execute(select(source_policies.c.source_id, source_policies.c.policy))
+                }
             self._policies = (now, cached)
         return cached.get(source_id, DEFAULT_POLICY)
 
@@ -60,7 +62,11 @@ class Inbox:
             conn.execute(
                 stmt.on_conflict_do_update(
                     index_elements=["source_id"],
-                    set_={"policy": policy, "updated_ms": stmt.excluded.updated_ms, "updated_by": stmt.excluded.updated_by},
+                    set_={
+                        "policy": policy,
+                        "updated_ms": stmt.excluded.updated_ms,
+                        "updated_by": stmt.excluded.updated_by,
+                    },
                 )
             )
             audit.record(conn, actor, "privacy.policy", target=f"source:{source}", details={"policy": policy})
@@ -71,7 +77,9 @@ class Inbox:
         with self.store.engine.connect() as conn:
             names = dict(conn.execute(select(sources.c.id, sources.c.name)).all())
             own = dict(conn.execute(select(source_policies.c.source_id, source_policies.c.policy)).all())
-        return [{"source": n, "policy": own.get(i, DEFAULT_POLICY)} for i, n in sorted(names.items(), key=lambda x: x[1])]
+        return [
+            {"source": n, "policy": own.get(i, DEFAULT_POLICY)} for i, n in sorted(names.items(), key=lambda x: x[1])
+        ]
 
     # -- the writer's side ---------------------------------------------------------------------------
     def record(self, conn: Any, batches: Iterable[tuple[int, int, list[tuple[str, str, str, str, str]]]]) -> None:

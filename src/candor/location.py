@@ -78,7 +78,8 @@ def coarsen_location(context: dict[str, Any]) -> tuple[dict[str, Any], dict[str,
 
 def ip_sql(conn: Any) -> str:
     marks = ", ".join(["?" if conn.dialect.paramstyle == "qmark" else "%s"] * len(IP_COLUMNS))
-    return f"INSERT INTO event_ips ({', '.join(IP_COLUMNS)}) VALUES ({marks}) ON CONFLICT (source_id, message_id) DO NOTHING"
+    columns = ", ".join(IP_COLUMNS)
+    return f"INSERT INTO event_ips ({columns}) VALUES ({marks}) ON CONFLICT (source_id, message_id) DO NOTHING"
 
 
 def drop_expired_ips(conn: Any, now_ms: int, days: int = IP_RETENTION_DAYS) -> int:
@@ -105,5 +106,12 @@ def ips_of(rt: Any, conn: Any, people: list[str]) -> list[dict[str, Any]]:
             ip = rt.vault.open_with(aead, sealed, sid.encode()).decode()
         except (KeyDestroyed, VaultError):
             continue
-        out.append({"ip": ip, "message_id": mid, "received": iso_ms(received), "kept_until": iso_ms(received + IP_RETENTION_DAYS * DAY_MS)})
+        out.append(
+            {
+                "ip": ip,
+                "message_id": mid,
+                "received": iso_ms(received),
+                "kept_until": iso_ms(received + IP_RETENTION_DAYS * DAY_MS),
+            }
+        )
     return out

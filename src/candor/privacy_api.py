@@ -24,8 +24,12 @@ class Declare(BaseModel):
     model_config = ConfigDict(extra="forbid")
     scope: Scope
     path: str = Field(..., min_length=1, max_length=200, description="field name or dotted path")
-    category: str = Field(..., min_length=1, max_length=40, description="a data category (GET /v1/dictionary/categories)")
-    retention_days: int | None = Field(-1, ge=-1, le=36_500, description="-1: the category's default; null: profile lifetime")
+    category: str = Field(
+        ..., min_length=1, max_length=40, description="a data category (GET /v1/dictionary/categories)"
+    )
+    retention_days: int | None = Field(
+        -1, ge=-1, le=36_500, description="-1: the category's default; null: profile lifetime"
+    )
     note: str = Field("", max_length=300)
 
 

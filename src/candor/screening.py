@@ -54,7 +54,9 @@ class Screened:
     traits: dict[str, Any]
     context: dict[str, Any]
     sealed_properties: dict[str, Any] = field(default_factory=dict)  # dotted path → undeclared personal value
-    findings: list[tuple[str, str, str, str, str]] = field(default_factory=list)  # scope, path, category, detector, action
+    findings: list[tuple[str, str, str, str, str]] = field(
+        default_factory=list
+    )  # scope, path, category, detector, action
     held: list[Held] = field(default_factory=list)
     ip: str | None = None  # the full address (sealed apart by the writer)
     ip_network: str | None = None  # the truncated address, for analytics
@@ -79,7 +81,10 @@ class Screen:
         self.names = names
         self.declared = {s: dictionary.declared(s) for s in ("traits", "properties", "context")}
         self.declared_cat = {
-            s: {**{d.name: d.category for d in dictionary.by_scope(s).values()}, **{p: d.category for p, d in dictionary.by_scope(s).items()}}
+            s: {
+                **{d.name: d.category for d in dictionary.by_scope(s).values()},
+                **{p: d.category for p, d in dictionary.by_scope(s).items()},
+            }
             for s in ("traits", "properties", "context")
         }
         self._name_cache: dict[str, str | None] = {}
@@ -177,8 +182,12 @@ class Screen:
                 return _GONE
         if cat is None and (scan is None or not scan.found):
             return v
-        detector = "field_name" if cat is not None else ("unscannable" if scan and scan.failed else scan.spans[0].detector)  # type: ignore[union-attr]
-        category = cat or (scan.spans[0].category if scan and scan.spans else "communications")
+        if cat is not None:
+            detector, category = "field_name", cat
+        elif scan is not None and scan.spans:
+            detector, category = scan.spans[0].detector, scan.spans[0].category
+        else:  # a detector failed or the text was too long to scan whole: treated as personal free text
+            detector, category = "unscannable", "communications"
         if category in _SPECIAL and category != "precise_location":
             out.held.append(Held(category, scope, where, v, detector))  # the writer records the finding
             return _GONE

@@ -454,7 +454,8 @@ class Consent:
             if purpose != "necessary":
                 if limit is None:
                     limit = self._can_use(subject_id, "sensitive", conn=conn, now=now, remember=remember)
-                if not limit.allowed and limit.explicit and (not opt.proof or max(limit.proof or (0,)) > max(opt.proof)):
+                limited = not limit.allowed and limit.explicit
+                if limited and (not opt.proof or max(limit.proof or (0,)) > max(opt.proof)):
                     return Decision(
                         purpose,
                         False,

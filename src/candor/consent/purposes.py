@@ -103,7 +103,11 @@ SENSITIVE_CATEGORIES: dict[str, str] = {
 }
 for _cat, _what in SENSITIVE_CATEGORIES.items():
     DEFAULT_PURPOSES[f"sensitive.{_cat}"] = _p(
-        f"sensitive.{_cat}", f"Keeping and using {_what}, only because you explicitly agreed.", CONSENT, CONSENT, CONSENT
+        f"sensitive.{_cat}",
+        f"Keeping and using {_what}, only because you explicitly agreed.",
+        CONSENT,
+        CONSENT,
+        CONSENT,
     )
 # Purposes a Global Privacy Control signal or a US opt-out switches off (CCPA/CPRA).
 GPC_PURPOSES = frozenset({"sale_sharing", "advertising"})
