@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
+from urllib.parse import unquote_plus
 
 WINDOW = 2048  # texts up to this length are analysed whole; longer ones around their hints
 CONTEXT = 64  # characters around each hint in a long text
@@ -43,6 +44,7 @@ MAX_WINDOWS = 24  # beyond this many windows a long text is unscannable (treated
 CACHE_MAX_CHARS = 256  # verdicts on values up to this length are cached, keyed by a hash (no plaintext)
 CACHE_SIZE = 50_000
 DEFAULT_PHONE_REGIONS = ("US", "GB", "DE", "FR", "ES", "IT", "IN", "BR")
+_ENCODED = re.compile(r"%[0-9A-Fa-f]{2}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,10 +97,11 @@ _ENGINE_LOCK = threading.Lock()
 _ENGINES: dict[tuple[Any, ...], Any] = {}
 
 # (Presidio entity, recognizer class name, data category, hint)
-_DIGITS = r"\d[\d \-./()]{5,40}\d"
+# ISO dates and times (2024-05-01, 2024-05-01T10:00:00Z) are never phone numbers or national ids
+_NOT_DATE = r"(?!(?:1[89]|2\d)\d\d-[01]\d-[0-3]\d)"
 PRESIDIO_ENTITIES: tuple[tuple[str, str, str, str], ...] = (
     ("EMAIL_ADDRESS", "EmailRecognizer", "contact", r"\w@\w"),
-    ("PHONE_NUMBER", "PhoneRecognizer", "contact", r"(?<![\w\-])\+?\(?\d[\d \-.()]{5,22}\d(?![\w])"),
+    ("PHONE_NUMBER", "PhoneRecognizer", "contact", _NOT_DATE + r"(?<![\w\-])\+?\(?\d[\d \-.()]{5,22}\d(?![\w])"),
     ("CREDIT_CARD", "CreditCardRecognizer", "credentials", r"(?<!\d)(?:\d[ \-]?){12,18}\d(?!\d)"),
     ("IBAN_CODE", "IbanRecognizer", "financial", r"\b[A-Za-z]{2}\d{2}[ ]?[A-Za-z0-9]{4}"),
     (
@@ -128,7 +131,10 @@ NATIONAL_IDS: tuple[str, ...] = (
     "TrNationalIdRecognizer",
 )
 # national ids: mostly digits (with separators), or letters and digits mixed (NINO, NIE, PAN, fiscal code)
-NATIONAL_HINT = r"\d{3}[ \-./]?\d{2}[ \-./]?\d{3,}|\b[A-Za-z]{1,6}[ ]?\d{2}[ ]?\d{2}|\d{6,}[A-Za-z]\b|\b[A-Za-z]\d{7}"
+NATIONAL_HINT = (
+    _NOT_DATE + r"(?<![\w\-])\d{3}[ \-./]?\d{2}[ \-./]?\d{3,}|\b[A-Za-z]{1,6}[ ]?\d{2}[ ]?\d{2}|\d{6,}[A-Za-z]\b"
+    r"|\b[A-Za-z]\d{7}"
+)
 
 
 def _offline_tldextract() -> Any:
@@ -159,7 +165,9 @@ def presidio_engine(
 
         class OfflineEmailRecognizer(pr.EmailRecognizer):
             def validate_result(self, pattern_text: str) -> bool:
-                return bool(extract(pattern_text).fqdn)
+                # the domain alone: the whole match may carry URL parts before the local part
+                # (``?email=ann@example.com``), which make tldextract read it as a path
+                return bool(extract(pattern_text.rpartition("@")[2]).fqdn)
 
         registry = RecognizerRegistry(supported_languages=["en"])
         registry.add_recognizer(OfflineEmailRecognizer())
@@ -322,7 +330,22 @@ class Scanner:
         return self.prefilter is not None and len(text) >= 5 and self.prefilter.search(text) is not None
 
     def scan(self, text: str) -> Scan:
-        """Spans of personal data in ``text``. Never raises; never logs the text."""
+        """Spans of personal data in ``text``. Never raises; never logs the text.
+
+        A percent-encoded text (``?email=ann%40example.com``) is also scanned decoded; what is found
+        there flags the whole value (its positions do not map back onto the encoded text)."""
+        if "%" in text and _ENCODED.search(text):
+            decoded = unquote_plus(text)
+            if decoded != text:
+                inner = self.scan(decoded)
+                if inner.found:
+                    first = inner.spans[0] if inner.spans else None
+                    whole = (
+                        Span(0, len(text), first.entity, first.category, first.score, first.detector)
+                        if first
+                        else None
+                    )
+                    return Scan((whole,) if whole else (), inner.failed)
         if not self.plausible(text):
             return NOTHING
         key = None
