@@ -248,6 +248,7 @@ def test_emails_plain_and_in_urls_are_found(user: str, domain: str, shape: str) 
 
 
 REGIONS = sorted(phonenumbers.SUPPORTED_REGIONS)
+PHONES = Scanner(d for d in build_detectors() if d.name == "presidio:PHONE_NUMBER")
 
 
 @SLOW
@@ -261,10 +262,12 @@ def test_phone_numbers_in_many_national_formats_are_found(region: str, kind: str
     if example is None:
         return
     international = phonenumbers.format_number(example, PhoneNumberFormat.INTERNATIONAL)
-    assert "PHONE_NUMBER" in entities(f"call {international}"), international
+    # the phone detector finds it (in the full scan an overlapping national id may win the span)
+    assert "PHONE_NUMBER" in {s.entity for s in PHONES.scan(f"call {international}").spans}, international
+    assert scan_text(f"call {international}").found
     if region in DEFAULT_PHONE_REGIONS:
         national = phonenumbers.format_number(example, PhoneNumberFormat.NATIONAL)
-        assert "PHONE_NUMBER" in entities(national), national
+        assert "PHONE_NUMBER" in {s.entity for s in PHONES.scan(national).spans}, national
 
 
 @SLOW

@@ -38,7 +38,7 @@ def rows(a: Api) -> list[dict[str, Any]]:
 
 def raw_text(a: Api) -> str:
     """Every clear column of every table, as text (what a database dump would show)."""
-    parts = []
+    parts: list[str] = []
     with a.rt.store.engine.connect() as conn:
         for table in a.rt.store.engine.dialect.get_table_names(conn):
             for row in conn.exec_driver_sql(f'SELECT * FROM "{table}"'):
@@ -167,7 +167,9 @@ async def test_declaring_an_inbox_item_stops_the_flag_and_dismiss_closes(setting
         assert {"scope": "properties", "path": "deliveryPhone", "category": "contact"}.items() <= next(
             x for x in d if x["path"] == "deliveryPhone"
         ).items()
-        a.rt.validator_for(a.rt.directory.source_for_key(a.write_key))  # the next request sees the declaration
+        src = a.rt.directory.source_for_key(a.write_key)
+        assert src is not None
+        a.rt.validator_for(src)  # the next request sees the declaration
         await a.post("/v1/track", {"userId": "u", "event": "E", "properties": {"deliveryPhone": "+44 20 7946 0959"}})
         assert (await inbox(a))["items"] == []
         assert rows(a)[-1]["sealed"]["properties"]["deliveryPhone"] == "+44 20 7946 0959"  # sealed as declared

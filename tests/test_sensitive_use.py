@@ -48,7 +48,11 @@ async def test_segments_and_campaigns_on_a_health_trait_need_the_opt_in(make_set
         await grant(a, "cat", ["sensitive.health", "marketing.email"])
         for uid in ("ann", "bob", "cat"):
             await a.post("/v1/identify", {"userId": uid, "traits": {"healthInterest": "diabetes"}})
-        subject = {u: a.rt.consent.subject_for("user_id", u) for u in ("ann", "bob", "cat")}
+        subject: dict[str, str] = {}
+        for u in ("ann", "bob", "cat"):
+            sid = a.rt.consent.subject_for("user_id", u)
+            assert sid is not None
+            subject[u] = sid
         # Bob's trait was never kept; even if it had been, the segment would not use it without his opt-in
         a.rt.segments.create("diabetes", SEGMENT, "test")
         assert set(a.rt.segments.evaluate("diabetes")) == {subject["ann"], subject["cat"]}
@@ -84,6 +88,7 @@ async def test_can_use_reasons_and_proof_with_categories(settings: Settings) -> 
     async with api(settings) as a:
         await a.post("/v1/identify", {"userId": "dan", "traits": {"email": "dan@example.org"}})
         sid = a.rt.consent.subject_for("user_id", "dan")
+        assert sid is not None
         d = a.rt.consent.can_use(sid, "analytics", categories={"religion", "behavioural"})
         assert not d.allowed and d.reasons[0].startswith("uses religion data")
         with a.rt.store.write() as conn:

@@ -96,7 +96,8 @@ def build_detectors(settings: Any = None) -> list[Detector]:
 _ENGINE_LOCK = threading.Lock()
 _ENGINES: dict[tuple[Any, ...], Any] = {}
 
-# (Presidio entity, recognizer class name, data category, hint)
+# (Presidio entity, recognizer class name, data category, hint); GATES: the fewest digits a value must hold,
+# or a character it must hold, to possibly match (checked in C before the hint's regular expression runs)
 # ISO dates and times (2024-05-01, 2024-05-01T10:00:00Z) are never phone numbers or national ids
 _NOT_DATE = r"(?!(?:1[89]|2\d)\d\d-[01]\d-[0-3]\d)"
 PRESIDIO_ENTITIES: tuple[tuple[str, str, str, str], ...] = (
@@ -111,6 +112,15 @@ PRESIDIO_ENTITIES: tuple[tuple[str, str, str, str], ...] = (
         r"\b\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}\b|[0-9A-Fa-f]{1,4}::|::[0-9A-Fa-f]{1,4}|(?:[0-9A-Fa-f]{1,4}:){3,7}[0-9A-Fa-f]{1,4}",
     ),
 )
+GATES: dict[str, tuple[int, str]] = {
+    "EMAIL_ADDRESS": (10**9, "@"),
+    "PHONE_NUMBER": (7, ""),
+    "CREDIT_CARD": (13, ""),
+    "IBAN_CODE": (6, ""),
+    "IP_ADDRESS": (4, ":"),
+    "NATIONAL_ID": (6, ""),
+}
+_DIGITS = "0123456789"
 NATIONAL_IDS: tuple[str, ...] = (
     "UsSsnRecognizer",
     "UkNinoRecognizer",
@@ -219,6 +229,7 @@ class PresidioDetector:
     category_of: dict[str, str]
     min_score: float
     engine: Callable[[], Any]
+    gate: tuple[int, str] | None = None  # (fewest digits, or any of these characters) a match needs
     categories: frozenset[str] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -271,7 +282,7 @@ def _builtin(settings: Any) -> list[Detector]:
         return presidio_engine(regions, patterns)
 
     out: list[Detector] = [
-        PresidioDetector(f"presidio:{entity}", hint, (entity,), {entity: category}, 0.3, engine)
+        PresidioDetector(f"presidio:{entity}", hint, (entity,), {entity: category}, 0.3, engine, GATES[entity])
         for entity, _cls, category, hint in PRESIDIO_ENTITIES
     ]
     national = national_entities()
@@ -283,6 +294,7 @@ def _builtin(settings: Any) -> list[Detector]:
             dict.fromkeys(national, "government_id"),
             0.5,
             engine,
+            GATES["NATIONAL_ID"],
         )
     )
     for p in patterns:
@@ -317,6 +329,12 @@ class Scanner:
         self.detectors = list(detectors)
         self._hints = [(d, re.compile(d.hint)) for d in self.detectors]
         self.prefilter = re.compile("|".join(f"(?:{d.hint})" for d in self.detectors)) if self.detectors else None
+        # cheap gates before the regular expressions, when every detector declares one: a hint runs only
+        # on values with enough digits (counted in C) or one of its characters
+        gates = [getattr(d, "gate", None) for d in self.detectors]
+        self._gated: list[tuple[int, str, re.Pattern[str]]] | None = None
+        if gates and all(g is not None for g in gates):
+            self._gated = [(g[0], g[1], h) for g, (_d, h) in zip(gates, self._hints, strict=True)]  # type: ignore[index]
         self._cache: dict[bytes, Scan] = {}
         self._lock = threading.Lock()
 
@@ -325,9 +343,23 @@ class Scanner:
         want = set(categories)
         return Scanner(d for d in self.detectors if d.categories & want)
 
+    def plausible_or_encoded(self, text: str) -> bool:
+        """:meth:`plausible`, or percent-encoded (which :meth:`scan` also looks at decoded)."""
+        return self.plausible(text) or ("%" in text and _ENCODED.search(text) is not None)
+
     def plausible(self, text: str) -> bool:
         """The cheap pre-filter: could any detector find something in ``text``?"""
-        return self.prefilter is not None and len(text) >= 5 and self.prefilter.search(text) is not None
+        if self.prefilter is None or len(text) < 5:
+            return False
+        gated = self._gated
+        if gated is None:
+            return self.prefilter.search(text) is not None
+        raw = text.encode("utf-8", "surrogatepass")
+        digits = len(raw) - len(raw.translate(None, b"0123456789"))
+        for need, chars, hint in gated:
+            if (digits >= need or (chars and any(c in text for c in chars))) and hint.search(text) is not None:
+                return True
+        return False
 
     def scan(self, text: str) -> Scan:
         """Spans of personal data in ``text``. Never raises; never logs the text.
@@ -341,9 +373,7 @@ class Scanner:
                 if inner.found:
                     first = inner.spans[0] if inner.spans else None
                     whole = (
-                        Span(0, len(text), first.entity, first.category, first.score, first.detector)
-                        if first
-                        else None
+                        Span(0, len(text), first.entity, first.category, first.score, first.detector) if first else None
                     )
                     return Scan((whole,) if whole else (), inner.failed)
         if not self.plausible(text):

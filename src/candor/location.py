@@ -32,6 +32,9 @@ def truncate_ip(value: Any) -> str | None:
     """The network of an address (IPv4 /24, IPv6 /48), or None when ``value`` is not an IP address."""
     if not isinstance(value, str) or len(value) > 64:
         return None
+    parts = value.split(".")
+    if len(parts) == 4 and all(p.isdigit() and len(p) <= 3 and int(p) <= 255 for p in parts):
+        return f"{int(parts[0])}.{int(parts[1])}.{int(parts[2])}.0"  # the common case, without ipaddress
     try:
         addr = ipaddress.ip_address(value.strip().split("%", 1)[0])
     except ValueError:

@@ -39,9 +39,13 @@ async def test_privacy_inbox_page_shows_fields_never_values_and_decides(settings
         assert "Nothing waiting" in page.text
         decl = {d["path"]: d["category"] for d in a.rt.dictionary.list("test-source") if not d["builtin"]}
         assert decl == {"contactMail": "contact"}
-        r = await a.client.post("/admin/privacy/policy", data={"csrf": csrf(home), "source": "test-source", "policy": "drop"})
+        r = await a.client.post(
+            "/admin/privacy/policy", data={"csrf": csrf(home), "source": "test-source", "policy": "drop"}
+        )
         assert r.status_code == 303 and a.rt.inbox.policies() == [{"source": "test-source", "policy": "drop"}]
-        r = await a.client.post("/admin/privacy/policy", data={"csrf": csrf(home), "source": "test-source", "policy": "x"})
+        r = await a.client.post(
+            "/admin/privacy/policy", data={"csrf": csrf(home), "source": "test-source", "policy": "x"}
+        )
         assert r.status_code == 400
         r = await a.client.post("/admin/privacy/dismiss", data={"id": "1"})
         assert r.status_code == 403  # no CSRF token
