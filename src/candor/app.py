@@ -108,7 +108,7 @@ class Runtime:
             self.consent.invalidate(sid)
 
     def validator_for(self, source: SourceInfo) -> Validator:
-        screen = self.screens.for_source(source.id)
+        screen = self.screens.for_source(source.id, source.personal_properties)
         key = (source.personal_properties, screen)
         hit = self._validators.get(source.id)
         v = hit[1] if hit is not None and hit[0] == key else None

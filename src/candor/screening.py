@@ -162,7 +162,7 @@ class Screen:
                 if declared or scope != "properties":
                     return v
                 cat = "location"
-            elif self.scanner is not None:
+            elif self.scanner is not None and not declared:
                 cat = self._name_cat(key)
                 if cat is not None and CATEGORIES[cat].never_stored:
                     out.findings.append((scope, _agg(where), cat, "field_name", "removed"))
@@ -171,6 +171,11 @@ class Screen:
             return self._walk(v, scope, where, declared, out, False)
         if self.scanner is None:
             return v
+        if type(v) is int and 13 <= len(str(abs(v))) <= 19:  # a card number sent as a JSON number
+            assert self.cards is not None
+            if self.cards.scan(str(v)).spans:
+                out.findings.append((scope, _agg(where), "credentials", "presidio:CREDIT_CARD", "removed"))
+                return _GONE
         if declared or scope == "context":
             return self._cut_cards(v, out, scope, where) if isinstance(v, str) else v
         # an undeclared value of a property or trait: scan it
@@ -180,11 +185,6 @@ class Screen:
             if v is _GONE:
                 return v
             scan = self.scanner.scan(v)
-        elif isinstance(v, int) and not isinstance(v, bool) and 13 <= len(str(abs(v))) <= 19:
-            assert self.cards is not None
-            if self.cards.scan(str(v)).spans:
-                out.findings.append((scope, _agg(where), "credentials", "presidio:CREDIT_CARD", "removed"))
-                return _GONE
         if cat is None and (scan is None or not scan.found):
             return v
         if cat is not None:
@@ -193,7 +193,7 @@ class Screen:
             detector, category = scan.spans[0].detector, scan.spans[0].category
         else:  # a detector failed or the text was too long to scan whole: treated as personal free text
             detector, category = "unscannable", "communications"
-        if category in _SPECIAL and category != "precise_location":
+        if category in _SPECIAL and category != "precise_location" and detector != "unscannable":
             out.held.append(Held(category, scope, where, v, detector))  # the writer records the finding
             return _GONE
         if scope != "properties":
@@ -252,8 +252,8 @@ class Screen:
         dcat = self.declared_cat[scope].get(key)
         if dcat is not None and (CATEGORIES[dcat].never_stored or (dcat in _SPECIAL and scope != "context")):
             return True
-        if self.scanner is None:
-            return False
+        if dcat is not None or self.scanner is None:
+            return False  # declared: its name says nothing more
         cat = self._name_cat(key)
         return cat == "credentials" if scope == "context" else cat is not None
 
@@ -376,14 +376,21 @@ class Screens:
         self.enabled = settings.pii_detection == "on"
         self.scanner = Scanner(build_detectors(settings)) if self.enabled else None
         self.names = field_names(settings.pii_field_names)
-        self._screens: dict[int, tuple[Any, str, Screen]] = {}
+        self._screens: dict[int, tuple[Any, tuple[str, frozenset[str]], Screen]] = {}
 
-    def for_source(self, source_id: int) -> Screen:
+    def for_source(self, source_id: int, personal: frozenset[str] = frozenset()) -> Screen:
+        """The source's screen; ``personal`` are the property names it declared personal when it was
+        created (``sources create --personal``): declared, as identifiers, unless the dictionary says more."""
         sd = self.dictionary.for_source(source_id)
         policy = self.inbox.policy_for(source_id)
         hit = self._screens.get(source_id)
-        if hit is not None and hit[0] is sd and hit[1] == policy:
+        if hit is not None and hit[0] is sd and hit[1] == (policy, personal):
             return hit[2]
-        screen = Screen(sd, scanner=self.scanner, names=self.names, policy=policy)
-        self._screens[source_id] = (sd, policy, screen)
+        from candor.dictionary import Declaration, SourceDictionary
+
+        known = sd.declared("properties")
+        extra = tuple(Declaration("properties", n, "identifier", None, source_id) for n in sorted(personal - known))
+        full = SourceDictionary(extra + sd.declarations) if extra else sd
+        screen = Screen(full, scanner=self.scanner, names=self.names, policy=policy)
+        self._screens[source_id] = (sd, (policy, personal), screen)
         return screen
