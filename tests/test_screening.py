@@ -77,3 +77,18 @@ def test_the_fast_look_never_skips_what_the_walk_would_change(props: dict[str, A
 
         walked = s._walk(props, scope, "", False, Screened({}, {}, {}), True)
         assert walked == props  # nothing to change, as the fast look said
+
+
+def test_the_server_builds_the_detectors_before_serving(tmp_path: Any, monkeypatch: Any) -> None:
+    from candor import detect
+    from candor.app import Runtime
+    from candor.config import Settings
+
+    monkeypatch.setattr(detect, "_ENGINES", {})
+    rt = Runtime(Settings.from_env(env={}, data_dir=tmp_path))
+    try:
+        assert detect._ENGINES == {}  # a CLI command never pays for it
+        rt.screens.warm()  # what the app's startup runs
+        assert len(detect._ENGINES) == 1
+    finally:
+        rt.close()

@@ -218,6 +218,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         rt.ingestor.start()
+        # build the PII detectors before serving, not on the first plausible value mid-traffic
+        await asyncio.get_running_loop().run_in_executor(None, rt.screens.warm)
         ticker = asyncio.create_task(_checkpoint_every(rt, settings.audit_checkpoint_seconds))
         yield
         ticker.cancel()

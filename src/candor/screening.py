@@ -378,6 +378,17 @@ class Screens:
         self.names = field_names(settings.pii_field_names)
         self._screens: dict[int, tuple[Any, tuple[str, frozenset[str]], Screen]] = {}
 
+    def warm(self) -> None:
+        """Build the detectors' engine now (Presidio's import and recognizers take about a second), so
+        that the first plausible value of live traffic does not pay for it in the event loop."""
+        if self.scanner is None:
+            return
+        for d in self.scanner.detectors:
+            engine = getattr(d, "engine", None)
+            if callable(engine):
+                engine()
+                return
+
     def for_source(self, source_id: int, personal: frozenset[str] = frozenset()) -> Screen:
         """The source's screen; ``personal`` are the property names it declared personal when it was
         created (``sources create --personal``): declared, as identifiers, unless the dictionary says more."""
