@@ -29,6 +29,7 @@ NOT_ABOUT_A_SUBJECT = {
     "data_dictionary": "declared field names, categories and retention per source",
     "source_policies": "what each source does with undeclared personal data",
     "privacy_findings": "field names, guessed categories and counts; never a value",
+    "destinations": "webhook, SMS provider and ad-platform endpoints (their secrets are keyring entries)",
 }
 
 

@@ -83,6 +83,18 @@ class Settings:
     pii_patterns_file: str = field(default="", metadata={"env": "CANDOR_PII_PATTERNS"})
     pii_field_names: str = field(default="", metadata={"env": "CANDOR_PII_FIELD_NAMES"})
     pii_phone_regions: str = field(default="US,GB,DE,FR,ES,IT,IN,BR", metadata={"env": "CANDOR_PII_PHONE_REGIONS"})
+    frequency_caps: str = field(default="sms=2/7d,webhook=3/7d", metadata={"env": "CANDOR_FREQUENCY_CAPS"})
+    channel_costs: str = field(default="", metadata={"env": "CANDOR_CHANNEL_COSTS"})
+    webhook_attempts: int = field(default=5, metadata={"env": "CANDOR_WEBHOOK_ATTEMPTS"})
+    webhook_backoff_seconds: float = field(default=0.5, metadata={"env": "CANDOR_WEBHOOK_BACKOFF_SECONDS"})
+    webhook_timeout_seconds: float = field(default=10.0, metadata={"env": "CANDOR_WEBHOOK_TIMEOUT_SECONDS"})
+    conversion_event: str = field(default="Order Completed", metadata={"env": "CANDOR_CONVERSION_EVENT"})
+    conversion_window_days: int = field(default=7, metadata={"env": "CANDOR_CONVERSION_WINDOW_DAYS"})
+    feedback_sources: str = field(default="", metadata={"env": "CANDOR_FEEDBACK_SOURCES"})
+    sms_help_text: str = field(
+        default="Marketing texts. Reply STOP to unsubscribe. Msg and data rates may apply.",
+        metadata={"env": "CANDOR_SMS_HELP_TEXT"},
+    )
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -171,6 +183,16 @@ class Settings:
         if self.survivorship not in ("recent", "trusted", "frequent"):
             raise ConfigError("CANDOR_SURVIVORSHIP must be one of recent, trusted, frequent")
         self.validate_pii()
+        if not 1 <= self.webhook_attempts <= 20:
+            raise ConfigError("CANDOR_WEBHOOK_ATTEMPTS must be between 1 and 20")
+        if not 0 <= self.webhook_backoff_seconds <= 300 or not 0 < self.webhook_timeout_seconds <= 300:
+            raise ConfigError(
+                "CANDOR_WEBHOOK_BACKOFF_SECONDS (0-300) and CANDOR_WEBHOOK_TIMEOUT_SECONDS (0-300] are seconds"
+            )
+        if not 1 <= self.conversion_window_days <= 365:
+            raise ConfigError("CANDOR_CONVERSION_WINDOW_DAYS must be between 1 and 365")
+        self.frequency_cap_map  # noqa: B018 - parses, raising ConfigError on a bad value
+        self.channel_cost_map  # noqa: B018
         url = self.database_url
         if url and not (url.startswith("sqlite") or url.startswith("postgresql")):
             raise ConfigError(
@@ -225,6 +247,41 @@ class Settings:
                 raise ConfigError(
                     f"CANDOR_IDENTITY_LIMITS={self.identity_limits!r}: "
                     "write type=count pairs such as 'user_id=1,email=3'"
+                )
+            out[name.strip()] = value
+        return out
+
+    @property
+    def frequency_cap_map(self) -> dict[str, str]:
+        """CANDOR_FREQUENCY_CAPS parsed: ``sms=2/7d,webhook=3/7d`` -> {"sms": "2/7d", ...}."""
+        out: dict[str, str] = {}
+        for part in self.frequency_caps.split(","):
+            if not part.strip():
+                continue
+            name, sep, cap = part.partition("=")
+            n, slash, days = cap.strip().partition("/")
+            if not sep or not slash or not n.isdigit() or not days.endswith("d") or not days[:-1].isdigit():
+                raise ConfigError(
+                    f"CANDOR_FREQUENCY_CAPS={self.frequency_caps!r}: write channel=N/Dd pairs such as 'sms=2/7d'"
+                )
+            out[name.strip()] = cap.strip()
+        return out
+
+    @property
+    def channel_cost_map(self) -> dict[str, float]:
+        """CANDOR_CHANNEL_COSTS parsed: ``email=0.001,sms=0.0075`` -> cost per message and channel."""
+        out: dict[str, float] = {}
+        for part in self.channel_costs.split(","):
+            if not part.strip():
+                continue
+            name, sep, cost = part.partition("=")
+            try:
+                value = float(cost)
+            except ValueError:
+                value = -1.0
+            if not sep or value < 0:
+                raise ConfigError(
+                    f"CANDOR_CHANNEL_COSTS={self.channel_costs!r}: write channel=cost pairs such as 'sms=0.0075'"
                 )
             out[name.strip()] = value
         return out

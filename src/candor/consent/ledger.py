@@ -34,6 +34,7 @@ SOURCES = (
     "gpc",
     "email_unsubscribe",
     "sms_stop",
+    "email_feedback",
     "rights_request",
     "segment_event",
 )
