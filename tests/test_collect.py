@@ -139,9 +139,15 @@ async def test_context_ip_from_connection_only_when_direct(settings: Settings) -
         vault = a.rt.vault
         direct = orjson.loads(vault.open(by_event["direct"]["subject_id"], by_event["direct"]["sealed"]))
         indirect = orjson.loads(vault.open(by_event["indirect"]["subject_id"], by_event["indirect"]["sealed"]))
-        assert direct["context"]["ip"] == "203.0.113.7"
-        assert "ip" not in indirect.get("context", {})
-        assert "ip" not in orjson.loads(by_event["direct"]["context"])  # never in clear
+        # issue 12: analytics see the network only; the full address is sealed apart (event_ips, 30 days)
+        assert "ip" not in direct["context"] and "ip" not in indirect.get("context", {})
+        assert orjson.loads(by_event["direct"]["context"])["ip"] == "203.0.113.0"
+        assert "ip" not in orjson.loads(by_event["indirect"]["context"])
+        from candor.location import ips_of
+
+        with a.rt.store.engine.connect() as conn:
+            kept = ips_of(a.rt, conn, [by_event["direct"]["subject_id"]])
+        assert [k["ip"] for k in kept] == ["203.0.113.7"]
 
 
 async def test_identifiers_pseudonymised_and_linked(settings: Settings) -> None:

@@ -27,6 +27,9 @@ NOT_ABOUT_A_SUBJECT = {
     "segment_runs": "segment sizes and purpose breakdowns (aggregates)",
     "campaigns": "campaign definitions and templates",
     "retention_state": "retention job cursors, last runs and the job lease",
+    "data_dictionary": "declared field names, categories and retention per source",
+    "source_policies": "what each source does with undeclared personal data",
+    "privacy_findings": "field names, guessed categories and counts; never a value",
     "destinations": "webhook, SMS provider and ad-platform endpoints (their secrets are keyring entries)",
 }
 

@@ -18,7 +18,7 @@ from candor import audit, retention
 from candor.config import ConfigError, Settings
 from candor.retention import DAY_MS, Rule, parse_rules
 from candor.store import now_ms
-from candor.store.schema import events, rejected_events, retention_state
+from candor.store.schema import event_ips, events, rejected_events, retention_state
 from tests.helpers import Api, api, bearer
 
 pytestmark = pytest.mark.anyio
@@ -102,24 +102,31 @@ async def test_retention_with_the_clock_moved(make_settings: Callable[..., Setti
 
         first = retention.run(a.rt, now=now, actor="test")
         assert first["results"]["raw_events"]["deleted"] == 1
-        assert first["results"]["ip_address"]["stripped"] == 1
+        assert first["results"]["ip_address"] == {**first["results"]["ip_address"], "stripped": 0, "deleted": 0}
         assert first["results"]["rejected_records"]["deleted"] == 0
         docs = sealed_docs(a)
         assert "old-view" not in docs  # analytics, 13 months: gone
         assert "old-order" in docs  # necessary (an order), 10 years: kept
         assert any("traits" in d for d in docs.values())  # the profile (identify) is kept while the person is
+        # the full address is kept apart from the event (event_ips), the event keeps the user agent
         assert "ip" not in docs["ip-40d"]["context"] and docs["ip-40d"]["context"]["userAgent"]
-        assert docs["ip-10d"]["context"]["ip"] == IP_NEW and docs["ip-10d"]["properties"]["ip"] == IP_NEW
+        assert docs["ip-10d"]["properties"]["ip"] == IP_NEW  # an undeclared ip property: sealed with the event
+        assert count(a, event_ips) == 2  # collected now: their 30 days start now, whatever the event's time
 
-        # an import arrives late with an old time: the next run finds it, though its time is behind the mark
-        await send(a, {"userId": "u1", "event": "Viewed", "messageId": "late", "context": ctx_old}, now - 60 * DAY_MS)
+        # an import arrives late with an old time: the next run finds its sealed ip property, though its
+        # time is behind the mark
+        late = {"userId": "u1", "event": "Viewed", "messageId": "late", "context": ctx_old}
+        late["properties"] = {"ip": IP_OLD}
+        await send(a, late, now - 60 * DAY_MS)
         again = retention.run(a.rt, now=now + 1000, actor="test")
-        assert again["results"]["ip_address"]["stripped"] == 1 and "ip" not in sealed_docs(a)["late"]["context"]
+        assert again["results"]["ip_address"]["stripped"] == 1 and "properties" not in sealed_docs(a)["late"]
+        assert again["results"]["ip_address"]["deleted"] == 0 and count(a, event_ips) == 3
 
-        # 31 days later: the rejected record and the second address are past their periods too
+        # 31 days later: the rejected record, every kept address and the second ip property are past
         later = retention.run(a.rt, now=now + 31 * DAY_MS, actor="test")
         assert later["results"]["rejected_records"]["deleted"] == 1 and count(a, rejected_events) == 0
-        assert later["results"]["ip_address"]["stripped"] == 1
+        assert later["results"]["ip_address"]["stripped"] == 1 and later["results"]["ip_address"]["deleted"] == 3
+        assert count(a, event_ips) == 0
         doc = sealed_docs(a)["ip-10d"]
         assert "ip" not in doc["context"] and "properties" not in doc  # the sealed ip property went too
         with a.rt.store.engine.connect() as conn:
@@ -139,9 +146,10 @@ async def test_an_interrupted_run_resumes_where_it_stopped_and_one_process_runs_
     monkeypatch.setattr(retention, "CHUNK", 10)
     now = now_ms()
     async with api(make_settings()) as a:
+        # undeclared ip properties are sealed with their event: the job re-seals events without them
         batch = [
             {"type": "track", "userId": f"p{i % 5}", "event": "Viewed", "messageId": f"m{i}",
-             "context": {"ip": f"203.0.113.{i}"}, "timestamp": iso(now - 50 * DAY_MS)}
+             "properties": {"ip": f"203.0.113.{i}"}, "timestamp": iso(now - 50 * DAY_MS)}
             for i in range(35)
         ]  # fmt: skip
         assert (await a.post("/v1/batch", {"batch": batch})).status_code == 200
@@ -155,7 +163,7 @@ async def test_an_interrupted_run_resumes_where_it_stopped_and_one_process_runs_
 
         with pytest.raises(KeyboardInterrupt):
             retention.run(a.rt, now=now, progress=stop_after_two_chunks)
-        stripped = sum(1 for d in sealed_docs(a).values() if "ip" not in d.get("context", {}))
+        stripped = sum(1 for d in sealed_docs(a).values() if "ip" not in d.get("properties", {}))
         assert stripped == 20  # two chunks committed, the rest not yet
         with a.rt.store.engine.connect() as conn:
             query = select(retention_state.c.state).where(retention_state.c.name == "ip_address")
@@ -165,7 +173,7 @@ async def test_an_interrupted_run_resumes_where_it_stopped_and_one_process_runs_
         done = retention.run(a.rt, now=now)
         # one run across the interruption: it went on from its cursor (a restart would read 20 + 35 rows)
         assert done["results"]["ip_address"] == {**done["results"]["ip_address"], "stripped": 35, "read": 35}
-        assert all("ip" not in d.get("context", {}) for d in sealed_docs(a).values())
+        assert all("ip" not in d.get("properties", {}) for d in sealed_docs(a).values())
 
         # another process holds the lease: this one leaves the job to it
         with a.rt.store.write() as conn:

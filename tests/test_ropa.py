@@ -72,6 +72,23 @@ def test_the_records_are_generated_from_the_configuration(tmp_path: Path) -> Non
     assert any(r["name"] == "webhook crm.example" for r in more["recipients"])
 
 
+def test_the_data_dictionary_appears_in_the_records(tmp_path: Path) -> None:
+    rt = Runtime(_settings(tmp_path))
+    try:
+        rt.directory.create_source("shop")
+        rt.dictionary.declare("shop", "traits", "allergies", "health", 400, actor="test")
+        doc = ropa.build(rt)
+        page = ropa.render_html(doc)
+    finally:
+        rt.close()
+    health = next(c for c in doc["data_dictionary"] if c["category"] == "health")
+    assert health["special"] and "traits.allergies" in health["fields"] and "shop" in health["sources"]
+    assert health["retention_days"] == [400]
+    email = next(c for c in doc["data_dictionary"] if c["category"] == "contact")
+    assert "traits.email" in email["fields"]  # Segment's reserved traits come pre-declared
+    assert "traits.allergies" in page and 'id="dictionary"' in page
+
+
 async def test_privacy_officers_read_the_records_as_json_and_html(tmp_path: Path) -> None:
     async with api(_settings(tmp_path)) as a:
         officer = bearer(a.rt.directory.create_token("dana", "privacy_officer"))

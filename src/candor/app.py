@@ -66,7 +66,20 @@ class Runtime:
             ttl_days=settings.consent_ttl_days,
         )
         self.identity = Identity(self.store, self.vault, identity_rules(settings), on_change=self._profiles_changed)
-        self.ingestor = Ingestor(self.store, self.vault, consent=self.consent, identity=self.identity)
+        from candor.dictionary import Dictionary
+        from candor.inbox import Inbox
+        from candor.screening import Screens, WriterHooks
+
+        self.dictionary = Dictionary(self.store)
+        self.inbox = Inbox(self.store, self.dictionary)
+        self.screens = Screens(self.dictionary, self.inbox, settings)
+        self.ingestor = Ingestor(
+            self.store,
+            self.vault,
+            consent=self.consent,
+            identity=self.identity,
+            privacy=WriterHooks(self.consent, self.inbox),
+        )
         self.suppressions = Suppressions(self.store, self.vault, settings.default_phone_region)
         self.analytics = Analytics(self.store)
         self.profiles = Profiles(
@@ -88,19 +101,23 @@ class Runtime:
         self.rights.erasure.reapply()
         self.checkpoints = audit.Checkpoints(self.store, self.vault, settings.data_dir)
         self.limits = RateLimits(settings)
-        self._validators: dict[tuple[int, frozenset[str]], Validator] = {}
+        self._validators: dict[int, tuple[Any, Validator]] = {}
 
     def _profiles_changed(self, subjects: set[str]) -> None:
         for sid in subjects:
             self.consent.invalidate(sid)
 
     def validator_for(self, source: SourceInfo) -> Validator:
-        key = (source.id, source.personal_properties)
-        v = self._validators.get(key)
+        screen = self.screens.for_source(source.id, source.personal_properties)
+        key = (source.personal_properties, screen)
+        hit = self._validators.get(source.id)
+        v = hit[1] if hit is not None and hit[0] == key else None
         if v is None:
             v = Validator(
                 self.vault.pseudonym,
-                DEFAULT_PERSONAL_PROPERTIES | source.personal_properties,
+                DEFAULT_PERSONAL_PROPERTIES
+                | source.personal_properties
+                | self.dictionary.for_source(source.id).sealed_names(),
                 self.settings.default_phone_region,
                 self.settings.max_event_bytes,
                 self.vault.legacy_pseudonyms,
@@ -109,8 +126,9 @@ class Runtime:
                 contact_hash=self.vault.contact_hash,
                 legacy_active=lambda: bool(self.vault.legacy_hmac_versions),
                 junk=self.settings.identity_junk_set,
+                screen=screen,
             )
-            self._validators[key] = v
+            self._validators[source.id] = (key, v)
         return v
 
     async def record_rejection(self, source_id: int, received_ms: int, kind: str, reason: str) -> None:
@@ -200,6 +218,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         rt.ingestor.start()
+        # build the PII detectors before serving, not on the first plausible value mid-traffic
+        await asyncio.get_running_loop().run_in_executor(None, rt.screens.warm)
         ticker = asyncio.create_task(_checkpoint_every(rt, settings.audit_checkpoint_seconds))
         from candor import retention
 
@@ -256,11 +276,17 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     from candor import ops_api
 
     app.include_router(ops_api.router)
+    from candor import privacy_api
+
+    app.include_router(privacy_api.router)
     from candor.web import assets, console, preferences
 
     app.include_router(assets.router)
     app.include_router(preferences.router)
     app.include_router(console.router)
+    from candor.web import privacy_console
+
+    app.include_router(privacy_console.router)
     from candor.web import console_campaigns
 
     app.include_router(console_campaigns.router)
@@ -312,6 +338,13 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RightsError)
     async def _rights(_: Request, exc: RightsError) -> Response:
         return error(exc.status, exc.code, str(exc))
+
+    from candor.dictionary import DictionaryError
+
+    @app.exception_handler(DictionaryError)
+    async def _dictionary(_: Request, exc: DictionaryError) -> Response:
+        codes = {404: "not_found", 409: "conflict"}
+        return error(exc.status, codes.get(exc.status, "invalid_declaration"), str(exc))
 
     @app.exception_handler(SuppressionError)
     async def _suppression(_: Request, exc: SuppressionError) -> Response:

@@ -49,6 +49,8 @@ SCOPES: dict[str, str] = {
     "insights:read": "read aggregate insights",
     "audit:read": "read and verify the audit log",
     "settings:write": "change sources, tokens, purposes, notices and retention",
+    "privacy:read": "read the data dictionary and the privacy inbox (field names and counts, never values)",
+    "privacy:write": "declare data categories and retention, set detection policies, decide the privacy inbox",
 }
 
 ROLES: dict[str, frozenset[str]] = {
@@ -63,6 +65,8 @@ ROLES: dict[str, frozenset[str]] = {
             "rights:manage",
             "identity:write",
             "audit:read",
+            "privacy:read",
+            "privacy:write",
         }
     ),
     "marketer": frozenset(

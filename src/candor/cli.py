@@ -1025,3 +1025,9 @@ def segments_refresh(
 
 # -- operations: backup, restore, retention, records of processing (their own module) -------------
 from candor import ops_cli as _ops_cli  # noqa: E402,F401  (registers its commands on ``app``)
+
+# the data dictionary and the privacy inbox (privacy_cli.py)
+from candor.privacy_cli import dictionary_app, inbox_app  # noqa: E402 - mounted after the other groups
+
+app.add_typer(dictionary_app, name="dictionary")
+app.add_typer(inbox_app, name="inbox")

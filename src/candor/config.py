@@ -89,6 +89,10 @@ class Settings:
     controller: str = field(default="", metadata={"env": "CANDOR_CONTROLLER"})
     controller_contact: str = field(default="", metadata={"env": "CANDOR_CONTROLLER_CONTACT"})
     dpo_contact: str = field(default="", metadata={"env": "CANDOR_DPO_CONTACT"})
+    pii_detection: str = field(default="on", metadata={"env": "CANDOR_PII_DETECTION"})
+    pii_patterns_file: str = field(default="", metadata={"env": "CANDOR_PII_PATTERNS"})
+    pii_field_names: str = field(default="", metadata={"env": "CANDOR_PII_FIELD_NAMES"})
+    pii_phone_regions: str = field(default="US,GB,DE,FR,ES,IT,IN,BR", metadata={"env": "CANDOR_PII_PHONE_REGIONS"})
     frequency_caps: str = field(default="sms=2/7d,webhook=3/7d", metadata={"env": "CANDOR_FREQUENCY_CAPS"})
     channel_costs: str = field(default="", metadata={"env": "CANDOR_CHANNEL_COSTS"})
     webhook_attempts: int = field(default=5, metadata={"env": "CANDOR_WEBHOOK_ATTEMPTS"})
@@ -196,6 +200,7 @@ class Settings:
         from candor.retention import parse_rules
 
         parse_rules(self.retention)  # raises ConfigError naming the bad rule
+        self.validate_pii()
         if not 1 <= self.webhook_attempts <= 20:
             raise ConfigError("CANDOR_WEBHOOK_ATTEMPTS must be between 1 and 20")
         if not 0 <= self.webhook_backoff_seconds <= 300 or not 0 < self.webhook_timeout_seconds <= 300:
@@ -212,6 +217,28 @@ class Settings:
                 f"CANDOR_DATABASE_URL must start with sqlite:/// or postgresql+psycopg://, got scheme "
                 f"{url.split(':', 1)[0]!r}"
             )
+
+    def validate_pii(self) -> None:
+        if self.pii_detection not in ("on", "off"):
+            raise ConfigError("CANDOR_PII_DETECTION must be on or off")
+        if self.pii_patterns_file:
+            from candor.detect import load_patterns
+
+            try:
+                load_patterns(self.pii_patterns_file)
+            except ValueError as exc:
+                raise ConfigError(f"CANDOR_PII_PATTERNS: {exc}") from None
+        from candor.detect import field_names
+
+        try:
+            field_names(self.pii_field_names)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        import phonenumbers
+
+        for region in self.pii_phone_regions.split(","):
+            if region.strip() and region.strip().upper() not in phonenumbers.SUPPORTED_REGIONS:
+                raise ConfigError(f"CANDOR_PII_PHONE_REGIONS: {region.strip()!r} is not a region code such as US or GB")
 
     @property
     def resolved_database_url(self) -> str:

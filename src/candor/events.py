@@ -105,6 +105,11 @@ class Message:
     consent_update: tuple[frozenset[str], frozenset[str]] | None = None
     # email and phone identifiers → their hash under the suppression key (do-not-contact matching)
     contacts: dict[tuple[str, str], str] | None = None
+    # screening.py: inbox findings, values held back until the writer knows the subject's opt-ins,
+    # and the full IP address (sealed apart from the event)
+    findings: list[tuple[str, str, str, str, str]] | None = None
+    held: list[Any] | None = None
+    ip: str | None = None
 
 
 def json_depth_ok(value: Any, limit: int) -> bool:
@@ -240,7 +245,10 @@ class Validator:
         contact_hash: Any = None,
         legacy_active: Any = None,
         junk: frozenset[str] = frozenset(),
+        screen: Any = None,
     ) -> None:
+        # screening.Screen of the source: detection, special categories, location, IP (None: off)
+        self.screen = screen
         # identifier values this brand knows to be placeholders (CANDOR_IDENTITY_JUNK_VALUES), lower-case
         self.junk = junk
         # whether any older HMAC key is in its rotation window (cheap check before the work)
@@ -357,6 +365,10 @@ class Validator:
 
         if context.get("direct") is True and client_ip:
             context = {**context, "ip": client_ip}
+        screened = None
+        if self.screen is not None:
+            screened = self.screen.apply(properties, traits, context)
+            properties, traits, context = screened.properties, screened.traits, screened.context
 
         # identifiers → pseudonyms (primary first)
         raw_ids: list[tuple[str, str]] = []
@@ -405,6 +417,11 @@ class Validator:
         # split personal from clear: a personal key is sealed wherever it is nested
         clear_props, sealed_props = split_personal(properties, self.personal_properties)
         clear_ctx = {k: context[k] for k in CLEAR_CONTEXT_KEYS if k in context}
+        if screened is not None:
+            if screened.sealed_properties:
+                sealed_props.update(screened.sealed_properties)
+            if screened.ip_network is not None:
+                clear_ctx["ip"] = screened.ip_network
         sealed: dict[str, Any] = {}
         if user_id is not None:
             sealed["userId"] = msg.get("userId")
@@ -454,6 +471,9 @@ class Validator:
             gpc=gpc,
             consent_update=update,
             contacts=contacts,
+            findings=screened.findings or None if screened is not None else None,
+            held=screened.held or None if screened is not None else None,
+            ip=screened.ip if screened is not None else None,
             type=mtype,
             message_id=message_id or ("candor-" + secrets.token_hex(16)),
             event=event,

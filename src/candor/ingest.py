@@ -95,7 +95,10 @@ class Ingestor:
         id_cache_size: int = 500_000,
         consent: Consent | None = None,
         identity: Identity | None = None,
+        privacy: Any = None,
     ) -> None:
+        # screening.WriterHooks: held special-category values, full IP addresses, privacy inbox
+        self.privacy = privacy
         self.store = store
         self.identity = identity
         self.vault = vault
@@ -490,8 +493,10 @@ class Ingestor:
             need = [s for s in set(final) if s not in aeads]
             aeads.update(vault.keys_for(need, conn))
             seal = vault.seal_with
+            privacy = self.privacy
             event_rows: list[dict[str, Any]] = []
             for (w, m), sid in zip(fresh, final, strict=True):
+                doc = m.sealed_doc if m.held is None or privacy is None else privacy.sealed_doc(m, sid, conn)
                 event_rows.append(
                     {
                         "source_id": w.source_id,
@@ -505,13 +510,15 @@ class Ingestor:
                         "received_ms": m.received_ms,
                         "properties": m.properties,
                         "context": m.context,
-                        "sealed": seal(aeads[sid], m.sealed_doc, sid.encode()),
+                        "sealed": seal(aeads[sid], doc, sid.encode()),
                     }
                 )
             if event_rows:
                 # the hot insert goes straight to the driver: SQLAlchemy's per-row processing costs more
                 # than the insert itself here
                 conn.exec_driver_sql(self._events_sql(conn), [tuple(r[c] for c in EVENT_COLUMNS) for r in event_rows])
+                if privacy is not None:
+                    privacy.after_events(conn, vault, fresh, final, aeads)
 
             # 7. identity edges (append-only log; first evidence of each pair is kept)
             if new_edges:

@@ -30,3 +30,10 @@ commit_group_events = Histogram(
     buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10000),
     registry=registry,
 )
+pii_findings_total = Counter(
+    "candor_pii_findings_total",
+    "Personal data found at collection where none was declared, by data category and what was done "
+    "(encrypted, redacted, dropped, removed, withheld)",
+    ["category", "action"],
+    registry=registry,
+)

@@ -1,7 +1,8 @@
 """Retention: how long each kind of data is kept, and the job that enforces it.
 
 Rules name a data category or a purpose and a period: ``raw_events=13mo`` (behavioural events),
-``ip_address=30d`` (the IP address sealed inside each event's context and properties),
+``ip_address=30d`` (full IP addresses: kept apart in ``event_ips`` since the data dictionary, and
+sealed inside older events' context and properties),
 ``rejected_records=30d`` (the record of each refused event), ``purpose:necessary=10y`` (events the
 tracking plan records for that purpose, such as orders). An event needed for several purposes is kept
 for the longest of their periods; one whose purposes have no rule of their own falls under
@@ -49,7 +50,8 @@ LATE_OVERLAP = 1000  # ids re-read at the boundary of the "arrived late" window 
 # processing and docs/privacy-model.md).
 CATEGORIES: dict[str, str] = {
     "raw_events": "behavioural events (track, page, screen) whose purposes have no period of their own",
-    "ip_address": "IP addresses in events (context.ip and any property named ip), sealed with the event",
+    "ip_address": "full IP addresses: those kept apart in event_ips (by when they were collected), and any "
+    "still sealed inside older events (context.ip, properties named ip)",
     "rejected_records": "records of refused events: reason, field, source and time (never their values)",
 }
 _DURATION = re.compile(r"^(\d{1,5})(d|w|mo|y)$")
@@ -293,9 +295,16 @@ def ip_address(ctx: Context, rule: Rule, _all: list[Rule]) -> dict[str, Any]:
     the last completed run, and events that arrived since then with an older time (imports).
     """
     cutoff = rule.cutoff(ctx.now)
-    if cutoff is None:
-        return {"stripped": 0}
+    if cutoff is None or rule.days is None:
+        return {"stripped": 0, "deleted": 0}
     store, vault = ctx.rt.store, ctx.rt.vault
+    # the full addresses collected since the data dictionary (location.py) are kept apart, in event_ips:
+    # they go by the time they were collected, in one statement
+    from candor.location import drop_expired_ips
+
+    with store.write() as conn:
+        deleted = drop_expired_ips(conn, ctx.now, rule.days)
+    ctx.progress("IP addresses kept apart", deleted, deleted)
     name = "ip_address"
     with store.engine.connect() as conn:
         state = _load(conn, name)
@@ -350,9 +359,9 @@ def ip_address(ctx: Context, rule: Rule, _all: list[Rule]) -> dict[str, Any]:
         ctx.renew()
     with store.write() as conn:
         _save(store, conn, name, {"done": {"cutoff": run["cutoff"], "max_id": run["max_id"], "ms": ctx.now}})
-    if run["stripped"]:
+    if run["stripped"] or deleted:
         store.checkpoint()
-    return {"stripped": run["stripped"], "read": run["read"], "before_ms": run["cutoff"]}
+    return {"stripped": run["stripped"], "deleted": deleted, "read": run["read"], "before_ms": run["cutoff"]}
 
 
 Handler = Callable[[Context, Rule, list[Rule]], dict[str, Any]]

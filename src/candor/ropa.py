@@ -37,7 +37,8 @@ DATA_CATEGORIES: dict[str, dict[str, Any]] = {
     },
     "device_and_network": {
         "description": "IP address, user agent, device identifiers, page URLs and referrers",
-        "stored_as": "sealed with the event",
+        "stored_as": "sealed with the event; the full IP address sealed apart (event_ips) for its retention, "
+        "analytics see it truncated (IPv4 /24, IPv6 /48)",
     },
     "consent_records": {
         "description": "choices and signals (banner, TCF, GPP, GPC) with the notice version and proof",
@@ -186,6 +187,10 @@ def build(rt: Any, *, now: int | None = None) -> dict[str, Any]:
     for name in by_target:
         if name in retention.CATEGORIES:
             table.setdefault(name, {"description": retention.CATEGORIES[name]})
+    from candor.dictionary import processing_records
+
+    with rt.store.engine.connect() as conn:
+        dictionary = processing_records(conn, rt.taxonomy.names())
     return {
         "format": "candor-ropa/1",
         "generated_ms": now_ms() if now is None else now,
@@ -199,6 +204,8 @@ def build(rt: Any, *, now: int | None = None) -> dict[str, Any]:
         "activities": activities,
         "data_subjects": SUBJECT_CATEGORIES,
         "data_categories": table,
+        # per data category of the data dictionary: the fields declared, sources, retention, special or not
+        "data_dictionary": dictionary,
         "recipients": _recipients(rt),
         "transfers": "Candor itself sends personal data only to the recipients listed; where each of them processes "
         "it decides whether a transfer outside the EEA takes place and which safeguard applies.",

@@ -672,6 +672,7 @@ Rows = list[tuple[int, int, str, bytes]]
 Candidates = list[tuple[Any, str, int]]
 
 CHUNK = 1000  # profiles per consent preload / trait decryption batch
+_UNUSABLE = object()  # a trait of a special category the person did not opt in to
 
 
 @dataclass
@@ -681,6 +682,8 @@ class Run:
     decrypted: int = 0  # profiles whose traits were decrypted (in memory)
     sql_s: float = 0.0
     python_s: float = 0.0
+    # trait conditions not evaluated for lack of an opt-in to a special category: reason → profiles
+    withheld: dict[str, int] = field(default_factory=dict)
 
 
 class Segments:
@@ -874,11 +877,13 @@ class Segments:
         trait_keys = {p.path[0] for p in compiled.py_leaves if isinstance(p, Trait)}
         names: dict[int, str] = {}
         with self.rt.store.engine.connect() as conn:
+            special: dict[str, str] = {}
             if trait_keys:
                 names = dict(conn.execute(select(sources.c.id, sources.c.name)).all())
+                special = {k: c for k, c in self.rt.dictionary.special_traits(conn).items() if k in trait_keys}
             for i in range(0, len(undecided), CHUNK):
                 chunk = undecided[i : i + CHUNK]
-                if needs_consent:
+                if needs_consent or special:
                     self.rt.consent.preload([r[0] for r in chunk], conn)
                 later = []
                 for row in chunk:
@@ -893,12 +898,34 @@ class Segments:
                 out.decrypted += len(later)
                 for row in later:
                     t = traits.get(row[0])
+                    if t is not None and special:
+                        t = self._opted_in(row[0], t, special, conn, now, out)
                     if kleene(compiled.root, self._values(row, index, t, conn, now)) is True:
                         out.members.append(row[0])
                 traits.clear()
         out.members.sort()
         out.python_s = time.perf_counter() - t1
         return out
+
+    def _opted_in(
+        self, profile: str, traits: dict[str, Any], special: dict[str, str], conn: Any, now: int, out: Run
+    ) -> dict[str, Any]:
+        """The traits without those of a special category the person did not opt in to (``can_use``
+        with the category): a condition on them is unknown, so it never makes the person a member."""
+        kept = dict(traits)
+        for key, cat in special.items():
+            d = self.rt.consent.can_use(profile, "necessary", categories=(cat,), conn=conn, now=now)
+            if not d.allowed:
+                kept[key] = _UNUSABLE
+                out.withheld[d.reasons[0]] = out.withheld.get(d.reasons[0], 0) + 1
+        return kept
+
+    def categories(self, target: Any) -> set[str]:
+        """The special data categories a segment's trait conditions use (referenced segments included)."""
+        with self.rt.store.engine.connect() as conn:
+            root, _, _ = self._resolve(target, conn)
+            special = self.rt.dictionary.special_traits(conn)
+        return {special[n.path[0]] for n in walk(root) if isinstance(n, Trait) and n.path[0] in special}
 
     def _values(
         self, row: Any, index: dict[SqlLeaf, int], traits: dict[str, Any] | None, conn: Any, now: int
@@ -909,7 +936,9 @@ class Segments:
             if isinstance(leaf, ConsentCond):
                 return self.rt.consent.can_use(row[0], leaf.purpose, conn=conn, now=now).allowed is leaf.allowed
             if isinstance(leaf, Trait):
-                return None if traits is None else trait_matches(leaf, traits)
+                if traits is None or traits.get(leaf.path[0]) is _UNUSABLE:
+                    return None
+                return trait_matches(leaf, traits)
             raise AssertionError(type(leaf).__name__)
 
         return value
@@ -1016,8 +1045,12 @@ class Segments:
         """Size and purpose breakdown (aggregates only, no profile ids)."""
         names = self._purposes(purposes)
         now = now_ms() if now is None else now
-        members = self.run(target, now=now).members
-        return {"size": len(members), "purposes": self.breakdown(members, names, now=now)}
+        run = self.run(target, now=now)
+        members = run.members
+        out = {"size": len(members), "purposes": self.breakdown(members, names, now=now)}
+        if run.withheld:
+            out["withheld"] = dict(run.withheld)  # why candidates were left out (no opt-in, limited use)
+        return out
 
     # -- membership history ------------------------------------------------------------------------
     def refresh(self, name: str, actor: str = "system", *, now: int | None = None) -> dict[str, Any]:

@@ -226,13 +226,22 @@ class Campaigns:
         suppressed = self._suppressed_hashes(channel.suppression_channel(self.rt, d), flat, conn)
         tracked_channel = d.channel == "email"
         out: list[tuple[str, str, dict[str, Any] | None]] = []
+        # special data categories the segment uses (a health-interest trait): each needs its opt-in
+        categories = self.rt.segments.categories(d.segment)
         for p in profiles:
             if done.get(p) in ("sent", "sending", "unconfirmed"):
                 out.append((p, "already_sent", None))
                 continue
-            decision = self.rt.consent.can_use(p, d.purpose, conn=conn)
+            decision = self.rt.consent.can_use(p, d.purpose, conn=conn, categories=categories)
             if not decision.allowed:
-                reason = "skipped:restricted" if "restricted" in " ".join(decision.reasons) else "skipped:no_consent"
+                why = " ".join(decision.reasons)
+                reason = (
+                    "skipped:restricted"
+                    if "restricted" in why
+                    else "skipped:sensitive"
+                    if "opt-in (sensitive." in why or "limited the use" in why
+                    else "skipped:no_consent"
+                )
                 out.append((p, reason, None))
                 continue
             extra = channel.check(self.rt, conn, p, d)

@@ -275,13 +275,21 @@ def explain(
     anonymousId: str | None = Query(None, max_length=1024),
     email: str | None = Query(None, max_length=320),
     purpose: str | None = Query(None, max_length=100, description="One purpose; all when absent"),
+    category: list[str] = Query(
+        [], max_length=20, description="Data categories the use involves (dictionary); special ones need an opt-in"
+    ),
     _: Staff = Depends(Require("consent:read")),
 ) -> Any:
     """Why a person's data may or may not be used for a purpose, with the records that prove it.
     An unknown person gets "not allowed" for every purpose, with the reason."""
+    from candor.dictionary import CATEGORIES
+
     rt = request.app.state.candor
+    for c in category:
+        if c not in CATEGORIES:
+            raise ConsentError(f"category: unknown data category {c[:40]!r}; one of {', '.join(CATEGORIES)}")
     sid = _subject(request, userId, anonymousId, email)
-    decisions = rt.consent.explain(sid, [purpose] if purpose else None)
+    decisions = rt.consent.explain(sid, [purpose] if purpose else None, categories=category)
     return {"found": sid is not None, "decisions": [d.as_dict() for d in decisions]}
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,7 @@ import orjson
 from sqlalchemy import and_, func, select
 
 from candor import audit, normalize
-from candor.consent.purposes import Taxonomy, UnknownPurpose
+from candor.consent.purposes import SENSITIVE_CATEGORIES, Taxonomy, UnknownPurpose
 from candor.consent.resolver import Context, Decision, Record, jurisdiction_of, resolve
 from candor.store import Store, now_ms
 from candor.store.schema import consent_records, identifiers, notices, profile_subjects, subjects
@@ -414,9 +415,67 @@ class Consent:
                     self._memo.pop(sid, None)
 
     def can_use(
+        self,
+        subject_id: str | None,
+        purpose: str,
+        *,
+        conn: Any = None,
+        now: int | None = None,
+        remember: bool = True,
+        categories: Iterable[str] = (),
+    ) -> Decision:
+        """The one decision: may this subject's data be used for this purpose, right now?
+
+        ``categories`` are the data categories (dictionary.py) the use involves. For a special
+        category (health, religion, precise location, ...; GDPR Art. 9, CPRA sensitive personal
+        information) the person must also have opted in to it explicitly (``sensitive.<category>``),
+        and after "Limit the Use of My Sensitive Personal Information" (a refusal of ``sensitive``) only
+        ``necessary`` uses remain, unless the person opted in to the category again since.
+        """
+        decision = self._can_use(subject_id, purpose, conn=conn, now=now, remember=remember)
+        special = sorted({c for c in categories if c in SENSITIVE_CATEGORIES})
+        if not decision.allowed or not special:
+            return decision
+        reasons = list(decision.reasons)
+        proof = list(decision.proof)
+        limit: Decision | None = None
+        for cat in special:
+            opt = self._can_use(subject_id, f"sensitive.{cat}", conn=conn, now=now, remember=remember)
+            if not opt.allowed:
+                return Decision(
+                    purpose,
+                    False,
+                    (f"uses {cat.replace('_', ' ')} data, which needs the person's explicit opt-in "
+                     f"(sensitive.{cat}): {opt.reasons[0]}",),
+                    opt.proof,
+                    decision.basis,
+                    decision.jurisdiction,
+                    opt.explicit,
+                )  # fmt: skip
+            if purpose != "necessary":
+                if limit is None:
+                    limit = self._can_use(subject_id, "sensitive", conn=conn, now=now, remember=remember)
+                limited = not limit.allowed and limit.explicit
+                if limited and (not opt.proof or max(limit.proof or (0,)) > max(opt.proof)):
+                    return Decision(
+                        purpose,
+                        False,
+                        ("the person limited the use of their sensitive personal information: only uses necessary "
+                         f"for the service remain ({limit.reasons[0]})",),
+                        limit.proof,
+                        decision.basis,
+                        decision.jurisdiction,
+                        True,
+                    )  # fmt: skip
+            reasons.append(f"opted in to {cat.replace('_', ' ')} data: {opt.reasons[0]}")
+            proof.extend(opt.proof)
+        return Decision(
+            purpose, True, tuple(reasons), tuple(proof), decision.basis, decision.jurisdiction, decision.explicit
+        )
+
+    def _can_use(
         self, subject_id: str | None, purpose: str, *, conn: Any = None, now: int | None = None, remember: bool = True
     ) -> Decision:
-        """The one decision: may this subject's data be used for this purpose, right now?"""
         try:
             p = self.taxonomy.get(purpose)
         except UnknownPurpose as exc:
@@ -473,8 +532,11 @@ class Consent:
         state = self._state(subject_id, conn)
         return bool(state) and any(r.source == source for r in state[0])  # type: ignore[index]
 
-    def explain(self, subject_id: str | None, purposes: list[str] | None = None) -> list[Decision]:
-        return [self.can_use(subject_id, p) for p in (purposes or self.taxonomy.names())]
+    def explain(
+        self, subject_id: str | None, purposes: list[str] | None = None, categories: Iterable[str] = ()
+    ) -> list[Decision]:
+        cats = tuple(categories)
+        return [self.can_use(subject_id, p, categories=cats) for p in (purposes or self.taxonomy.names())]
 
     def proof(self, subject_id: str) -> list[dict[str, Any]]:
         """Every ledger record of the subject: what they saw (notice version and text hash), when, how."""

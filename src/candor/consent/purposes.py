@@ -85,6 +85,30 @@ DEFAULT_PURPOSES: dict[str, Purpose] = {
         _p("marketing.push", "Sending you push notifications with offers.", CONSENT, CONSENT, CONSENT, "push"),
     )
 }
+# Explicit opt-in per special category (GDPR Art. 9(2)(a), CPRA sensitive personal information): consent
+# everywhere. ``can_use(..., categories=...)`` requires them for data of those categories (dictionary.py).
+SENSITIVE_CATEGORIES: dict[str, str] = {
+    "precise_location": "your precise location (finer than about 1 km)",
+    "health": "information about your health",
+    "religion": "your religious or philosophical beliefs",
+    "ethnicity": "your racial or ethnic origin",
+    "sexual_orientation": "your sex life or sexual orientation",
+    "political_opinion": "your political opinions",
+    "trade_union": "your trade-union membership",
+    "biometric": "your biometric data",
+    "genetic": "your genetic data",
+    "government_id": "your government identifiers (social security, passport, licence numbers)",
+    "communications": "the contents of your messages, reviews and comments",
+    "children": "information about your children",
+}
+for _cat, _what in SENSITIVE_CATEGORIES.items():
+    DEFAULT_PURPOSES[f"sensitive.{_cat}"] = _p(
+        f"sensitive.{_cat}",
+        f"Keeping and using {_what}, only because you explicitly agreed.",
+        CONSENT,
+        CONSENT,
+        CONSENT,
+    )
 # Purposes a Global Privacy Control signal or a US opt-out switches off (CCPA/CPRA).
 GPC_PURPOSES = frozenset({"sale_sharing", "advertising"})
 

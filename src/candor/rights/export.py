@@ -235,6 +235,45 @@ def _messages(rt: Any, conn: Any, people: list[str], _rid: str) -> list[dict[str
     ]
 
 
+def _categories(rt: Any, conn: Any, people: list[str], _rid: str) -> list[dict[str, Any]]:
+    """The kinds of data held about the person, by the data dictionary: fields seen per category."""
+    from candor.dictionary import CATEGORIES
+
+    fields: dict[str, set[str]] = {}
+    for r, doc in _docs(rt, conn, people):
+        sd = rt.dictionary.for_source(r["source_id"])
+        seen = [("properties", k) for k in orjson.loads(r["properties"])]
+        for scope in ("traits", "properties", "context"):
+            part = doc.get(scope)
+            if isinstance(part, dict):
+                seen.extend((scope, k) for k in part)
+        for scope, key in seen:
+            cat = sd.category_of(scope, key) or ("behavioural" if scope == "properties" else None)
+            if cat is not None:
+                fields.setdefault(cat, set()).add(f"{scope}.{key}")
+    if _ips(rt, conn, people, _rid):
+        fields.setdefault("identifier", set()).add("context.ip")
+    out = []
+    for name, fs in sorted(fields.items()):
+        c = CATEGORIES[name]
+        out.append(
+            {
+                "category": c.title,
+                "fields": sorted(fs),
+                "special": c.special,
+                "kept": "as long as your profile exists" if c.retention_days is None else f"{c.retention_days} days",
+                "condition": f"only because you opted in ({c.purpose})" if c.special else "the purposes you agreed to",
+            }
+        )
+    return out
+
+
+def _ips(rt: Any, conn: Any, people: list[str], _rid: str) -> list[dict[str, Any]]:
+    from candor.location import ips_of
+
+    return ips_of(rt, conn, people)
+
+
 OUR_SOURCES = "the websites, apps, stores, emails and call centre of the brand, as listed per row"
 SECTIONS: list[Section] = [
     Section(
@@ -336,6 +375,29 @@ SECTIONS: list[Section] = [
         "no one",
         "as required to prove compliance",
         _requests,
+    ),
+    Section(
+        "categories",
+        "Kinds of data we hold about you",
+        "Every kind of data in the sections above, by our data dictionary: which fields, how long we keep "
+        "them, and which need your explicit opt-in (health, beliefs, precise location, ...).",
+        "data categories",
+        "as each category says",
+        OUR_SOURCES,
+        "no one outside the brand",
+        "per category, as listed",
+        _categories,
+    ),
+    Section(
+        "ip_addresses",
+        "Your full IP addresses",
+        "The full network address of your recent visits; our analytics only ever see it shortened.",
+        "online identifiers",
+        "security and fraud prevention",
+        "your browser or app",
+        "no one",
+        "30 days, then deleted",
+        _ips,
     ),
     Section(
         "access_log",

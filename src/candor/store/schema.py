@@ -540,6 +540,65 @@ retention_state = Table(
     Column("updated_ms", BigInteger, nullable=False),
 )
 
+# The data dictionary (dictionary.py): a source's declared fields with their data category and retention.
+# Field names and categories only, never values.
+data_dictionary = Table(
+    "data_dictionary",
+    metadata,
+    Column("source_id", Integer, primary_key=True),
+    Column("scope", String(12), primary_key=True),  # traits | properties | context
+    Column("path", String(200), primary_key=True),
+    Column("category", String(40), nullable=False),
+    Column("retention_days", Integer, nullable=True),  # NULL: as long as the profile exists
+    Column("note", String(300), nullable=True),
+    Column("declared_by", String(100), nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+)
+
+# What a source does with undeclared personal data found at collection (detect.py): encrypt (and flag),
+# redact or drop. A source without a row encrypts.
+source_policies = Table(
+    "source_policies",
+    metadata,
+    Column("source_id", Integer, primary_key=True),
+    Column("policy", String(10), nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+    Column("updated_by", String(100), nullable=False),
+)
+
+# The privacy inbox (inbox.py): undeclared personal data found at collection, per source, field and
+# guessed category, with counts and first/last seen. Never a value.
+privacy_findings = Table(
+    "privacy_findings",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("source_id", Integer, nullable=False),
+    Column("scope", String(12), nullable=False),
+    Column("path", String(200), nullable=False),
+    Column("category", String(40), nullable=False),
+    Column("detector", String(60), nullable=False),  # e.g. presidio:EMAIL_ADDRESS, field_name
+    Column("action", String(12), nullable=False),  # encrypted | redacted | dropped | removed | withheld
+    Column("count", BigInteger, nullable=False),
+    Column("first_seen_ms", BigInteger, nullable=False),
+    Column("last_seen_ms", BigInteger, nullable=False),
+    Column("state", String(10), nullable=False, default="open", server_default="open"),  # open | declared | dismissed
+    Column("decided_by", String(100), nullable=True),
+    Column("decided_ms", BigInteger, nullable=True),
+    UniqueConstraint("source_id", "scope", "path", "category", "detector", "action", name="uq_privacy_findings_key"),
+)
+
+# The full IP address of an event, sealed under the subject's key and kept apart from the event so a
+# retention job can delete it (location.py: ``drop_expired_ips``); analytics sees the truncated address.
+event_ips = Table(
+    "event_ips",
+    metadata,
+    Column("source_id", Integer, primary_key=True),
+    Column("message_id", String(200), primary_key=True),
+    Column("subject_id", String(32), nullable=False, index=True),
+    Column("received_ms", BigInteger, nullable=False, index=True),
+    Column("sealed", LargeBinary, nullable=False),
+)
+
 # Tables holding data about one subject, and the column that names the subject.
 # Access export and erasure walk this list; tests/test_privacy_tables.py keeps it complete.
 SUBJECT_TABLES: dict[str, str] = {
@@ -556,6 +615,7 @@ SUBJECT_TABLES: dict[str, str] = {
     "legal_holds": "subject_id",
     "segment_members": "subject_id",
     "sends": "subject_id",
+    "event_ips": "subject_id",
     "deliveries": "subject_id",
     "destination_recipients": "subject_id",
     "engagements": "subject_id",

@@ -52,6 +52,7 @@ NAV = (
     ("/admin/segments", "Segments", "segments:write"),
     ("/admin/campaigns", "Campaigns", "campaigns:send"),
     ("/admin/settings", "Settings", "settings:write"),
+    ("/admin/privacy", "Privacy inbox", "privacy:read"),  # web/privacy_console.py
 )
 
 

@@ -167,6 +167,7 @@ def show(request: Request, saved: str | None = Query(None, max_length=20)) -> Re
     lang = language_of(request)
     notice = _notice(rt, lang)
     decisions = {d.purpose: d for d in rt.consent.explain(sid)}
+    offered = set(_offered(rt))
     purposes = [
         {
             "name": p.name,
@@ -175,7 +176,7 @@ def show(request: Request, saved: str | None = Query(None, max_length=20)) -> Re
             "fixed": p.name == "necessary",
         }
         for p in rt.taxonomy.purposes.values()
-        if not p.name.startswith("marketing.")
+        if p.name in offered
     ]
     channels = [
         {"name": c, "allowed": decisions.get(f"marketing.{c}") is not None and decisions[f"marketing.{c}"].allowed}
@@ -215,6 +216,17 @@ def show(request: Request, saved: str | None = Query(None, max_length=20)) -> Re
         },
         language=lang,
     )
+
+
+def _offered(rt: Any) -> list[str]:
+    """The purposes a person chooses here: all but marketing channels, and of the explicit opt-ins per
+    special category (``sensitive.<category>``) only those of categories the brand declares."""
+    in_use = {f"sensitive.{c}" for c in rt.dictionary.special_in_use()}
+    return [
+        n
+        for n in rt.taxonomy.names()
+        if not n.startswith("marketing.") and (not n.startswith("sensitive.") or n in in_use)
+    ]
 
 
 def _guard(request: Request, form: dict[str, list[str]]) -> dict[str, Any] | Response:
@@ -260,7 +272,7 @@ async def save_consent(request: Request) -> Response:
     if isinstance(s, Response):
         return s
     rt = request.app.state.candor
-    names = [n for n in rt.taxonomy.names() if not n.startswith("marketing.") and n != "necessary"]
+    names = [n for n in _offered(rt) if n != "necessary"]
     ticked = set(form.get("purpose", []))
     _record(rt, s["subject"], form, {n for n in names if n in ticked}, {n for n in names if n not in ticked})
     return RedirectResponse("/preferences?saved=purposes", status_code=303)

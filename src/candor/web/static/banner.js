@@ -239,7 +239,9 @@
   }
   function offered() {
     return (purposes || []).filter(function (p) {
-      return p.name !== "necessary" && !p.channel && (!ONLY || ONLY.indexOf(p.name) >= 0);
+      // opt-ins per special category (sensitive.*) are asked for where the data is, never in the banner
+      return p.name !== "necessary" && !p.channel && p.name.indexOf("sensitive.") !== 0 &&
+        (!ONLY || ONLY.indexOf(p.name) >= 0);
     });
   }
   function label(name) {
