@@ -68,7 +68,9 @@ class Runtime:
         self.identity = Identity(self.store, self.vault, identity_rules(settings), on_change=self._profiles_changed)
         self.ingestor = Ingestor(self.store, self.vault, consent=self.consent, identity=self.identity)
         self.suppressions = Suppressions(self.store, self.vault, settings.default_phone_region)
-        self.analytics = Analytics(self.store)
+        from candor.rights.erasure import JOURNAL
+
+        self.analytics = Analytics(self.store, lake_dir=settings.analytics_path, journal=settings.data_dir / JOURNAL)
         self.profiles = Profiles(
             self.store,
             self.vault,
@@ -86,6 +88,8 @@ class Runtime:
         self.campaigns = Campaigns(self)
         # an erased person in a database restored from an older backup is erased again, now
         self.rights.erasure.reapply()
+        if self.analytics.lake is not None:  # and from analytics files restored from an older backup
+            self.analytics.lake.apply_journal()
         self.checkpoints = audit.Checkpoints(self.store, self.vault, settings.data_dir)
         self.limits = RateLimits(settings)
         self._validators: dict[tuple[int, frozenset[str]], Validator] = {}
@@ -124,6 +128,19 @@ class Runtime:
     def close(self) -> None:
         self.ingestor.stop()
         self.store.dispose()
+
+
+async def _refresh_analytics_every(rt: Runtime, seconds: int) -> None:
+    """Keep the analytics store current on a schedule (queries also refresh it before they run)."""
+    if seconds <= 0 or rt.analytics.lake is None:
+        return
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            await loop.run_in_executor(None, rt.analytics.lake.refresh)
+        except Exception as exc:  # noqa: BLE001 - retried at the next tick
+            log.warning("analytics refresh failed: %s", type(exc).__name__)
 
 
 async def _checkpoint_every(rt: Runtime, seconds: int) -> None:
@@ -201,8 +218,10 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         rt.ingestor.start()
         ticker = asyncio.create_task(_checkpoint_every(rt, settings.audit_checkpoint_seconds))
+        refresher = asyncio.create_task(_refresh_analytics_every(rt, settings.analytics_refresh_seconds))
         yield
         ticker.cancel()
+        refresher.cancel()
         await asyncio.get_running_loop().run_in_executor(None, rt.ingestor.stop)
         if runtime is None:
             rt.store.dispose()

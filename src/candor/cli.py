@@ -1038,3 +1038,9 @@ def segments_refresh(name: str) -> None:
 
     with opened(SegmentError) as rt:
         print(json.dumps(rt.segments.refresh(name, "cli"), indent=2, default=str))
+
+
+# -- analytics store (lake_cli.py) -----------------------------------------------------------------
+from candor.lake_cli import app as _analytics_app  # noqa: E402 - mounted after `opened` exists
+
+app.add_typer(_analytics_app, name="analytics")

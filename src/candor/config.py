@@ -79,6 +79,8 @@ class Settings:
     quiet_hours: str = field(default="21:00-08:00", metadata={"env": "CANDOR_QUIET_HOURS"})
     quiet_hours_channels: str = field(default="sms,phone", metadata={"env": "CANDOR_QUIET_HOURS_CHANNELS"})
     trusted_sources: str = field(default="", metadata={"env": "CANDOR_TRUSTED_SOURCES"})
+    analytics_dir: str = field(default="", metadata={"env": "CANDOR_ANALYTICS_DIR"})
+    analytics_refresh_seconds: int = field(default=60, metadata={"env": "CANDOR_ANALYTICS_REFRESH_SECONDS"})
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -151,6 +153,8 @@ class Settings:
                 raise ConfigError(f"{env}={value!r}: no such file")
         if not 1 <= self.workers <= 64:
             raise ConfigError("CANDOR_WORKERS must be between 1 and 64")
+        if self.analytics_refresh_seconds < 0:
+            raise ConfigError("CANDOR_ANALYTICS_REFRESH_SECONDS must be 0 (no schedule) or more")
         if self.body_timeout_seconds < 1:
             raise ConfigError("CANDOR_BODY_TIMEOUT_SECONDS must be at least 1")
         self.identity_limit_map  # noqa: B018 - parses, raising ConfigError on a bad value
@@ -201,6 +205,11 @@ class Settings:
                 )
             out[name.strip()] = value
         return out
+
+    @property
+    def analytics_path(self) -> Path:
+        """Where the analytics store (Parquet) lives: CANDOR_ANALYTICS_DIR, else ``analytics`` in the data dir."""
+        return Path(self.analytics_dir) if self.analytics_dir else self.data_dir / "analytics"
 
     @property
     def identity_junk_set(self) -> frozenset[str]:

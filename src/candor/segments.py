@@ -848,11 +848,7 @@ class Segments:
     def _run(self, root: Node, now: int) -> Run:
         compiled = compile_sql(root, now)
         t0 = time.perf_counter()
-        con = self.rt.analytics.connect()
-        try:
-            rows = con.execute(compiled.sql, compiled.params).fetchall()
-        finally:
-            con.close()
+        rows = self.rt.analytics.fetch(compiled.sql, compiled.params)
         t1 = time.perf_counter()
         if not compiled.py_leaves:
             return Run([r[0] for r in rows], sql_s=t1 - t0)
@@ -976,8 +972,8 @@ class Segments:
         if not members or not purposes:
             return {p: dict.fromkeys(keys, 0) for p in purposes}
         sql, ps = build_sql(self.rt.taxonomy.get(p) for p in purposes)
-        con = self.rt.analytics.connect()
-        try:
+
+        def setup(con: Any) -> None:
             _load_members(con, members)
             # the audience query reads consent_records, identifiers and subjects: give it the same names
             # at profile level (records and contacts of every subject count for the profile; one
@@ -999,11 +995,10 @@ class Segments:
                     f" FROM main.{table} t JOIN seg.profile_map pm ON pm.subject_id = t.subject_id"
                 )
             con.execute("SET search_path = 'seg,main'")
-            row = con.execute(
-                sql, {"now": now_ms() if now is None else now, "default_j": self.rt.consent.default_jurisdiction}
-            ).fetchone()
-        finally:
-            con.close()
+
+        params = {"now": now_ms() if now is None else now, "default_j": self.rt.consent.default_jurisdiction}
+        # the audience query reads no events: the analytics store need not be brought up to date
+        row = self.rt.analytics.fetch(sql, params, setup=setup, fresh=False)[0]
         assert row is not None
         return {p.name: {k: int(row[4 * i + n] or 0) for n, k in enumerate(keys)} for i, p in enumerate(ps)}
 

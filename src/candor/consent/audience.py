@@ -123,11 +123,6 @@ def build_sql(purposes: Iterable[Purpose]) -> tuple[str, list[Purpose]]:
 def audience_counts(consent: Consent, analytics: Analytics) -> dict[str, dict[str, int]]:
     """Usable / not consented / suppressed / restricted people per purpose, computed in DuckDB."""
     sql, ps = build_sql(consent.taxonomy.purposes.values())
-    con = analytics.connect()
-    try:
-        row = con.execute(sql, {"now": now_ms(), "default_j": consent.default_jurisdiction}).fetchone()
-    finally:
-        con.close()
-    assert row is not None
+    row = analytics.fetch(sql, {"now": now_ms(), "default_j": consent.default_jurisdiction}, fresh=False)[0]
     keys = ("usable", "not_consented", "suppressed", "restricted")
     return {p.name: {k: int(row[4 * i + n] or 0) for n, k in enumerate(keys)} for i, p in enumerate(ps)}
