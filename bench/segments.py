@@ -61,39 +61,56 @@ WITH prof AS (
 """
 DEFINITIONS: dict[str, tuple[dict[str, Any], str]] = {
     "orders >= 2 in 90 days, seen in 7": (
-        {"conditions": [{"event": "Order Completed", "count": {"gte": 2}, "within_days": 90},
-                        {"last_seen": {"within_days": 7}}]},
-        PROFILES_SQL + """
+        {
+            "conditions": [
+                {"event": "Order Completed", "count": {"gte": 2}, "within_days": 90},
+                {"last_seen": {"within_days": 7}},
+            ]
+        },
+        PROFILES_SQL
+        + """
 SELECT p.profile_id FROM read_parquet($files) e JOIN prof p USING (subject_id)
 GROUP BY p.profile_id
-HAVING count(*) FILTER (WHERE e.type = 'track' AND e.event = 'Order Completed' AND e.ts_ms >= $now - 90 * $day::BIGINT) >= 2
+HAVING count(*) FILTER (WHERE e.type = 'track' AND e.event = 'Order Completed'
+                         AND e.ts_ms >= $now - 90 * $day::BIGINT) >= 2
    AND max(e.ts_ms) >= $now - 7 * $day::BIGINT
 ORDER BY 1""",
     ),
     "views of jazz, and 365-day revenue >= 100": (
-        {"conditions": [{"event": "Product Viewed", "where": {"category": "jazz"}, "count": {"gte": 1}},
-                        {"event": "Order Completed", "sum": {"property": "revenue", "gte": 100}, "within_days": 365}]},
-        PROFILES_SQL + """
+        {
+            "conditions": [
+                {"event": "Product Viewed", "where": {"category": "jazz"}, "count": {"gte": 1}},
+                {"event": "Order Completed", "sum": {"property": "revenue", "gte": 100}, "within_days": 365},
+            ]
+        },
+        PROFILES_SQL
+        + """
 SELECT p.profile_id FROM read_parquet($files) e JOIN prof p USING (subject_id)
 WHERE e.event IN ('Product Viewed', 'Order Completed')
 GROUP BY p.profile_id
 HAVING count(*) FILTER (WHERE e.type = 'track' AND e.event = 'Product Viewed'
                          AND lower(json_extract_string(e.properties, '$.category')) = 'jazz') >= 1
    AND coalesce(sum(TRY_CAST(json_extract_string(e.properties, '$.revenue') AS DOUBLE))
-                FILTER (WHERE e.type = 'track' AND e.event = 'Order Completed' AND e.ts_ms >= $now - 365 * $day::BIGINT), 0) >= 100
+                FILTER (WHERE e.type = 'track' AND e.event = 'Order Completed'
+                        AND e.ts_ms >= $now - 365 * $day::BIGINT), 0) >= 100
 ORDER BY 1""",
     ),
     "lapsed: bought once, not in 180 days": (
-        {"conditions": [{"event": "Order Completed", "count": {"gte": 1}},
-                        {"last_seen": {"event": "Order Completed", "not_within_days": 180}}]},
-        PROFILES_SQL + """
+        {
+            "conditions": [
+                {"event": "Order Completed", "count": {"gte": 1}},
+                {"last_seen": {"event": "Order Completed", "not_within_days": 180}},
+            ]
+        },
+        PROFILES_SQL
+        + """
 SELECT p.profile_id FROM read_parquet($files) e JOIN prof p USING (subject_id)
 WHERE e.type = 'track' AND e.event = 'Order Completed'
 GROUP BY p.profile_id
 HAVING max(e.ts_ms) < $now - 180 * $day::BIGINT
 ORDER BY 1""",
     ),
-}  # fmt: skip
+}
 
 
 def fill(db: Path, profiles: int, n_events: int, seed: int, offset: int = 0) -> None:
@@ -249,8 +266,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     console = Console(stderr=True)
     say = (lambda _m: None) if args.json else console.print
     results = run(args, say)
-    results["machine"] = {"cpus": __import__("os").cpu_count(), "python": platform.python_version(),
-                          "duckdb": duckdb.__version__, "note": "shared with other engineers' work"}  # fmt: skip
+    results["machine"] = {
+        "cpus": __import__("os").cpu_count(),
+        "python": platform.python_version(),
+        "duckdb": duckdb.__version__,
+        "note": "shared with other engineers' work",
+    }
     results["target_s"] = TARGET_S
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -263,8 +284,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for col in ("definition", "members", "analytics store", "scanner (before)", "hand-written", "ratio", "speedup"):
             t.add_column(col)
         for name, d in results["definitions"].items():
-            t.add_row(name, f"{d['members']:,}", f"{d['analytics_store_s']:.3f} s", f"{d['scanner_s']:.3f} s",
-                      f"{d['hand_written_s']:.3f} s", f"×{d['ratio_to_hand_written']}", f"×{d['speedup_over_scanner']}")  # fmt: skip
+            t.add_row(
+                name,
+                f"{d['members']:,}",
+                f"{d['analytics_store_s']:.3f} s",
+                f"{d['scanner_s']:.3f} s",
+                f"{d['hand_written_s']:.3f} s",
+                f"×{d['ratio_to_hand_written']}",
+                f"×{d['speedup_over_scanner']}",
+            )
         Console().print(t)
         Console().print(
             f"rebuild {results['rebuild_s']} s ({results['rebuild_rows_per_s']:,} rows/s, "

@@ -63,15 +63,26 @@ async def test_refresh_copies_new_clear_rows_only(settings: Settings) -> None:
     async with api(settings) as a:
         await a.post(
             "/v1/identify",
-            {"userId": "qp-1", "traits": {"email": CANARIES[0], "lastName": CANARIES[1]},
-             "context": {"ip": CANARIES[2], "library": {"name": "analytics.js"}}},
-        )  # fmt: skip
+            {
+                "userId": "qp-1",
+                "traits": {"email": CANARIES[0], "lastName": CANARIES[1]},
+                "context": {"ip": CANARIES[2], "library": {"name": "analytics.js"}},
+            },
+        )
         r = await a.post(
             "/v1/track",
-            {"userId": "qp-1", "event": "Order Completed",
-             "properties": {"revenue": 12.5, "channel": "Web", "address": {"street": CANARIES[3]}, "name": CANARIES[4]},
-             "context": {"campaign": {"name": "spring", "medium": "Email"}}},
-        )  # fmt: skip
+            {
+                "userId": "qp-1",
+                "event": "Order Completed",
+                "properties": {
+                    "revenue": 12.5,
+                    "channel": "Web",
+                    "address": {"street": CANARIES[3]},
+                    "name": CANARIES[4],
+                },
+                "context": {"campaign": {"name": "spring", "medium": "Email"}},
+            },
+        )
         assert r.status_code == 200
         lake = a.rt.analytics.lake
         assert lake is not None
@@ -82,8 +93,12 @@ async def test_refresh_copies_new_clear_rows_only(settings: Settings) -> None:
         assert tuple(got[0]) == COLUMN_NAMES
         order = got[1]
         assert (order["event"], order["revenue"], order["channel_hint"], order["campaign"], order["utm_medium"]) == (
-            "Order Completed", 12.5, "web", "spring", "email",
-        )  # fmt: skip
+            "Order Completed",
+            12.5,
+            "web",
+            "spring",
+            "email",
+        )
         assert order["source"] == "test-source" and got[0]["library"] == "analytics.js"
         # no personal value reaches an analytics file, in any column
         text = everything_in(lake.all_files())
@@ -108,9 +123,11 @@ def random_world(rt: Runtime, rng: random.Random, people: int, n_events: int) ->
         sids = [f"s{i:05d}" for i in range(people)]
         conn.execute(
             subjects.insert(),
-            [{"subject_id": s, "created_ms": now, "state": rng.choice(["active"] * 8 + ["restricted", "erased"])}
-             for s in sids],
-        )  # fmt: skip
+            [
+                {"subject_id": s, "created_ms": now, "state": rng.choice(["active"] * 8 + ["restricted", "erased"])}
+                for s in sids
+            ],
+        )
         i, groups = 0, []
         while i < people:
             size = rng.choice([1, 1, 2, 3])
@@ -126,11 +143,19 @@ def random_world(rt: Runtime, rng: random.Random, people: int, n_events: int) ->
             if rng.random() < 0.2:
                 props["revenue"] = "n/a"
             batch.append(
-                {"source_id": 1, "message_id": f"m{k}", "type": rng.choice(["track"] * 4 + ["page", "identify"]),
-                 "event": rng.choice(names), "subject_id": rng.choice(sids),
-                 "ts_ms": now - rng.randint(0, 400) * 86_400_000 - rng.randint(0, 86_399_999),
-                 "received_ms": now, "properties": orjson.dumps(props).decode(), "context": "{}", "sealed": b"x"}
-            )  # fmt: skip
+                {
+                    "source_id": 1,
+                    "message_id": f"m{k}",
+                    "type": rng.choice(["track"] * 4 + ["page", "identify"]),
+                    "event": rng.choice(names),
+                    "subject_id": rng.choice(sids),
+                    "ts_ms": now - rng.randint(0, 400) * 86_400_000 - rng.randint(0, 86_399_999),
+                    "received_ms": now,
+                    "properties": orjson.dumps(props).decode(),
+                    "context": "{}",
+                    "sealed": b"x",
+                }
+            )
         conn.execute(events.insert(), batch)
 
 
@@ -141,10 +166,15 @@ DEFINITIONS: list[dict[str, Any]] = [
     {"conditions": [{"event": "Home", "type": "page", "distinct_days": {"gte": 2}}]},
     {"conditions": [{"event": "Product Viewed", "where": {"category": "JAZZ"}, "count": {"gte": 1}}]},
     {"match": "any", "conditions": [{"last_seen": {"within_days": 30}}, {"event": "x' OR 1=1 --"}]},
-    {"conditions": [{"last_seen": {"event": "Order Completed", "not_within_days": 180}}, {"event": "*", "count": {"gte": 3}}]},
+    {
+        "conditions": [
+            {"last_seen": {"event": "Order Completed", "not_within_days": 180}},
+            {"event": "*", "count": {"gte": 3}},
+        ]
+    },
     {"conditions": [{"not": {"event": "Signed Up"}}, {"consent": "analytics"}]},
     {"conditions": []},
-]  # fmt: skip
+]
 
 
 def test_segments_on_the_analytics_store_equal_segments_on_the_store(settings: Settings) -> None:
@@ -154,8 +184,14 @@ def test_segments_on_the_analytics_store_equal_segments_on_the_store(settings: S
         now = 1_790_000_000_000
         on_lake = Segments(rt)
         plain = Segments(rt)
-        plain.rt = type("R", (), {**{k: getattr(rt, k) for k in ("store", "taxonomy", "consent", "vault", "profiles")},
-                                  "analytics": Analytics(rt.store)})()  # fmt: skip
+        plain.rt = type(
+            "R",
+            (),
+            {
+                **{k: getattr(rt, k) for k in ("store", "taxonomy", "consent", "vault", "profiles")},
+                "analytics": Analytics(rt.store),
+            },
+        )()
         assert rt.analytics.lake is not None and plain.rt.analytics.lake is None
         sizes = []
         for d in DEFINITIONS:
@@ -166,10 +202,24 @@ def test_segments_on_the_analytics_store_equal_segments_on_the_store(settings: S
         # and after more events arrive, a query sees them (refreshed before it runs)
         with rt.store.write() as conn:
             sid = conn.execute(select(subjects.c.subject_id).where(subjects.c.state == "active")).scalar()
-            conn.execute(events.insert(), [
-                {"source_id": 1, "message_id": f"late{k}", "type": "track", "event": "Signed Up", "subject_id": sid,
-                 "ts_ms": now - 1000, "received_ms": now, "properties": "{}", "context": "{}", "sealed": b"x"}
-                for k in range(2)])  # fmt: skip
+            conn.execute(
+                events.insert(),
+                [
+                    {
+                        "source_id": 1,
+                        "message_id": f"late{k}",
+                        "type": "track",
+                        "event": "Signed Up",
+                        "subject_id": sid,
+                        "ts_ms": now - 1000,
+                        "received_ms": now,
+                        "properties": "{}",
+                        "context": "{}",
+                        "sealed": b"x",
+                    }
+                    for k in range(2)
+                ],
+            )
         d = {"conditions": [{"event": "Signed Up", "count": {"gte": 2}, "within_days": 1}]}
         assert on_lake.evaluate(d, now=now) == plain.evaluate(d, now=now) != []
     finally:
@@ -183,8 +233,19 @@ def test_ids_skipped_by_a_transaction_in_flight_are_picked_up_later(settings: Se
         assert lake is not None
 
         def ev(i: int) -> dict[str, Any]:
-            return {"id": i, "source_id": 1, "message_id": f"g{i}", "type": "track", "event": "E", "subject_id": "s1",
-                    "ts_ms": 1, "received_ms": 1, "properties": "{}", "context": "{}", "sealed": b"x"}  # fmt: skip
+            return {
+                "id": i,
+                "source_id": 1,
+                "message_id": f"g{i}",
+                "type": "track",
+                "event": "E",
+                "subject_id": "s1",
+                "ts_ms": 1,
+                "received_ms": 1,
+                "properties": "{}",
+                "context": "{}",
+                "sealed": b"x",
+            }
 
         with rt.store.write() as conn:
             conn.execute(subjects.insert(), {"subject_id": "s1", "created_ms": 1, "state": "active"})
@@ -211,9 +272,7 @@ async def test_a_split_moves_the_events_in_the_analytics_store_too(settings: Set
         assert lake is not None
         lake.refresh()
         with a.rt.store.engine.connect() as conn:
-            edge = conn.execute(
-                select(identity_edges.c.id).where(identity_edges.c.b_type == "anonymous_id")
-            ).scalar()
+            edge = conn.execute(select(identity_edges.c.id).where(identity_edges.c.b_type == "anonymous_id")).scalar()
         assert edge is not None
         [moved_to] = a.rt.identity.split(int(edge), actor="test", reason="not the same person")["new_subjects"]
         result = lake.refresh()
@@ -233,9 +292,24 @@ def test_a_restored_database_rebuilds_the_copy(tmp_path: Path) -> None:
         shutil.copy(settings.data_dir / "candor.db", backup)
         active = next(s for _, s in live_ids(rt))
         with rt.store.write() as conn:
-            conn.execute(events.insert(), [
-                {"source_id": 1, "message_id": f"after{k}", "type": "track", "event": "After", "subject_id": active,
-                 "ts_ms": 1, "received_ms": 1, "properties": "{}", "context": "{}", "sealed": b"x"} for k in range(5)])  # fmt: skip
+            conn.execute(
+                events.insert(),
+                [
+                    {
+                        "source_id": 1,
+                        "message_id": f"after{k}",
+                        "type": "track",
+                        "event": "After",
+                        "subject_id": active,
+                        "ts_ms": 1,
+                        "received_ms": 1,
+                        "properties": "{}",
+                        "context": "{}",
+                        "sealed": b"x",
+                    }
+                    for k in range(5)
+                ],
+            )
         assert rt.analytics.lake is not None
         rt.analytics.lake.refresh()
         assert len(rows(rt.analytics.lake)) == len(live_ids(rt))
@@ -247,9 +321,21 @@ def test_a_restored_database_rebuilds_the_copy(tmp_path: Path) -> None:
     rt = Runtime(settings)
     try:
         with rt.store.write() as conn:  # a new event takes an id the old copy already has
-            conn.execute(events.insert(), {"source_id": 1, "message_id": "new", "type": "track", "event": "New",
-                                           "subject_id": active, "ts_ms": 2, "received_ms": 2, "properties": "{}",
-                                           "context": "{}", "sealed": b"x"})  # fmt: skip
+            conn.execute(
+                events.insert(),
+                {
+                    "source_id": 1,
+                    "message_id": "new",
+                    "type": "track",
+                    "event": "New",
+                    "subject_id": active,
+                    "ts_ms": 2,
+                    "received_ms": 2,
+                    "properties": "{}",
+                    "context": "{}",
+                    "sealed": b"x",
+                },
+            )
         lake = rt.analytics.lake
         assert lake is not None
         assert lake.refresh().rebuilt

@@ -26,6 +26,8 @@ NOT_ABOUT_A_SUBJECT = {
     "segments": "segment definitions",
     "segment_runs": "segment sizes and purpose breakdowns (aggregates)",
     "campaigns": "campaign definitions and templates",
+    "privacy_budget": "epsilon spent per dataset and month (aggregates)",
+    "privacy_budget_entries": "epsilon spent per release, with the staff actor",
 }
 
 

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import importlib
 import pathlib
-from typing import Any
-
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import duckdb
 from sqlalchemy.engine import make_url
@@ -32,6 +31,7 @@ TABLES = (
     "profile_subjects",
     "segment_members",
     "sends",
+    "campaigns",
 )
 
 
@@ -70,7 +70,9 @@ class Analytics:
     """DuckDB connections with the store attached read-only and, with a ``lake``, the events read from
     the analytics store (Parquet, lake.py) instead of the store's events table."""
 
-    def __init__(self, store: Store, threads: int = 2, lake_dir: Path | None = None, journal: Path | None = None) -> None:
+    def __init__(
+        self, store: Store, threads: int = 2, lake_dir: Path | None = None, journal: Path | None = None
+    ) -> None:
         self.store = store
         self.threads = threads
         self.lake: Lake | None = None

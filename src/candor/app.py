@@ -33,6 +33,7 @@ from candor.http import JSON, error
 from candor.identity.resolve import Resolver
 from candor.identity.service import Identity, IdentityError, identity_rules
 from candor.ingest import Ingestor, Work
+from candor.insights.reports import InsightError
 from candor.profiles import Profiles
 from candor.rights.mailer import Mailer
 from candor.rights.processing import Processor
@@ -86,6 +87,9 @@ class Runtime:
         self.rights = Processor(self)
         self.segments = Segments(self)
         self.campaigns = Campaigns(self)
+        from candor.insights.reports import Insights
+
+        self.insights = Insights(self)
         # an erased person in a database restored from an older backup is erased again, now
         self.rights.erasure.reapply()
         if self.analytics.lake is not None:  # and from analytics files restored from an older backup
@@ -267,6 +271,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
 
     app.include_router(segments_api.router)
     app.include_router(campaigns_api.router)
+    from candor import insights_api
+
+    app.include_router(insights_api.router)
     from candor.web import assets, console, preferences
 
     app.include_router(assets.router)
@@ -316,6 +323,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _campaign(_: Request, exc: CampaignError) -> Response:
         codes = {404: "not_found", 409: "conflict", 503: "unavailable"}
         return error(exc.status, codes.get(exc.status, "invalid_campaign"), str(exc))
+
+    @app.exception_handler(InsightError)
+    async def _insight(_: Request, exc: InsightError) -> Response:
+        codes = {404: "not_found", 409: "budget_exhausted", 503: "unavailable"}
+        return error(exc.status, codes.get(exc.status, "invalid_insight"), str(exc))
 
     @app.exception_handler(RightsError)
     async def _rights(_: Request, exc: RightsError) -> Response:

@@ -81,6 +81,10 @@ class Settings:
     trusted_sources: str = field(default="", metadata={"env": "CANDOR_TRUSTED_SOURCES"})
     analytics_dir: str = field(default="", metadata={"env": "CANDOR_ANALYTICS_DIR"})
     analytics_refresh_seconds: int = field(default=60, metadata={"env": "CANDOR_ANALYTICS_REFRESH_SECONDS"})
+    insights_min_profiles: int = field(default=50, metadata={"env": "CANDOR_INSIGHTS_MIN_PROFILES"})
+    source_channels: str = field(default="", metadata={"env": "CANDOR_SOURCE_CHANNELS"})
+    dp_epsilon_per_month: float = field(default=1.0, metadata={"env": "CANDOR_DP_EPSILON_PER_MONTH"})
+    dp_epsilon_per_request: float = field(default=0.5, metadata={"env": "CANDOR_DP_EPSILON_PER_REQUEST"})
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -153,6 +157,20 @@ class Settings:
                 raise ConfigError(f"{env}={value!r}: no such file")
         if not 1 <= self.workers <= 64:
             raise ConfigError("CANDOR_WORKERS must be between 1 and 64")
+        if self.insights_min_profiles < 11:
+            raise ConfigError(
+                "CANDOR_INSIGHTS_MIN_PROFILES must be at least 11: smaller groups of people are never released"
+            )
+        if not 0 < self.dp_epsilon_per_request <= 10 or not 0 < self.dp_epsilon_per_month <= 100:
+            raise ConfigError(
+                "CANDOR_DP_EPSILON_PER_REQUEST must be in (0, 10] and CANDOR_DP_EPSILON_PER_MONTH in (0, 100]"
+            )
+        from candor.insights.views import parse_source_channels
+
+        try:
+            parse_source_channels(self.source_channels)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         if self.analytics_refresh_seconds < 0:
             raise ConfigError("CANDOR_ANALYTICS_REFRESH_SECONDS must be 0 (no schedule) or more")
         if self.body_timeout_seconds < 1:

@@ -83,7 +83,8 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     (
         "campaign",
         "VARCHAR",
-        "coalesce(json_extract_string(e.properties, '$.campaign_id'), json_extract_string(e.context, '$.campaign.name'))",
+        "coalesce(json_extract_string(e.properties, '$.campaign_id'),"
+        " json_extract_string(e.context, '$.campaign.name'))",
     ),
     (
         "revenue",
@@ -392,9 +393,7 @@ class Lake:
         if m.high == 0 or m.high_key is None:
             return self._store_max() >= m.scanned or m.scanned == 0
         with self.store.engine.connect() as conn:
-            row = conn.execute(
-                select(events.c.source_id, events.c.message_id).where(events.c.id == m.high)
-            ).first()
+            row = conn.execute(select(events.c.source_id, events.c.message_id).where(events.c.id == m.high)).first()
         return row is not None and [int(row[0]), str(row[1])] == list(m.high_key)
 
     def _rehome_ms(self) -> int:
@@ -416,9 +415,7 @@ class Lake:
                 part = self._write_part(con, m, self._select(where))
                 if part is not None:
                     copied += part.rows
-                    filled = {
-                        int(r[0]) for r in con.execute("SELECT id FROM lake_chunk").fetchall()
-                    }
+                    filled = {int(r[0]) for r in con.execute("SELECT id FROM lake_chunk").fetchall()}
                     alive = _without(alive, filled)
             m.gaps = alive
         if upto > m.scanned:
@@ -429,7 +426,8 @@ class Lake:
                 if upto >= gap_floor:
                     holes = con.execute(
                         "SELECT id + 1, nxt - 1 FROM (SELECT id, lead(id, 1, $hi + 1) OVER (ORDER BY id) AS nxt"
-                        " FROM (SELECT id FROM lake_chunk UNION ALL SELECT $lo)) WHERE nxt > id + 1 AND nxt - 1 >= $floor"
+                        " FROM (SELECT id FROM lake_chunk UNION ALL SELECT $lo))"
+                        " WHERE nxt > id + 1 AND nxt - 1 >= $floor"
                         " ORDER BY id",
                         {"lo": lo, "hi": upto, "floor": gap_floor},
                     ).fetchall()
@@ -549,7 +547,9 @@ class Lake:
     def _rewrite(self, con: duckdb.DuckDBPyConnection, m: Manifest, part: Part, query: str) -> Part | None:
         """Replace ``part`` by the rows ``query`` selects from it (``lake_part``); None when none remain."""
         d = self._gen_dir(m.generation)
-        con.execute(f"CREATE OR REPLACE TEMP VIEW lake_part AS SELECT * FROM read_parquet({_sql_text(str(d / part.name))})")
+        con.execute(
+            f"CREATE OR REPLACE TEMP VIEW lake_part AS SELECT * FROM read_parquet({_sql_text(str(d / part.name))})"
+        )
         con.execute(f"CREATE OR REPLACE TEMP TABLE lake_chunk AS {query}")
         row = con.execute("SELECT count(*), min(id), max(id) FROM lake_chunk").fetchone()
         assert row is not None
@@ -591,9 +591,13 @@ class Lake:
             if not n or not n[0]:
                 continue
             changed += int(n[0])
-            cols = ", ".join("coalesce(e.subject_id, p.subject_id) AS subject_id" if c == "subject_id" else f"p.{c}"
-                             for c in COLUMN_NAMES)  # fmt: skip
-            self._rewrite(con, m, part, f"SELECT {cols} FROM lake_part p LEFT JOIN lake_moved e ON e.id = p.id ORDER BY p.id")
+            cols = ", ".join(
+                "coalesce(e.subject_id, p.subject_id) AS subject_id" if c == "subject_id" else f"p.{c}"
+                for c in COLUMN_NAMES
+            )
+            self._rewrite(
+                con, m, part, f"SELECT {cols} FROM lake_part p LEFT JOIN lake_moved e ON e.id = p.id ORDER BY p.id"
+            )
             (d / part.name).unlink(missing_ok=True)
         return changed
 
@@ -656,8 +660,9 @@ class Lake:
         if not self.events_dir.exists():
             return 0
         removed = 0
-        con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False,
-                                     "threads": self.threads})  # fmt: skip
+        con = duckdb.connect(
+            config={"autoinstall_known_extensions": False, "autoload_known_extensions": False, "threads": self.threads}
+        )
         try:
             con.execute("CREATE TEMP TABLE lake_gone AS SELECT unnest($ids) AS subject_id", {"ids": people})
             for g in self._generations():
@@ -678,9 +683,12 @@ class Lake:
                         continue
                     removed += int(hit[0])
                     self._rewrite(
-                        con, m, part,
-                        "SELECT * FROM lake_part WHERE subject_id NOT IN (SELECT subject_id FROM lake_gone) ORDER BY id",
-                    )  # fmt: skip
+                        con,
+                        m,
+                        part,
+                        "SELECT * FROM lake_part WHERE subject_id NOT IN (SELECT subject_id FROM lake_gone)"
+                        " ORDER BY id",
+                    )
                     self._save(m)  # the new file is named before the old one goes
                     (d / part.name).unlink(missing_ok=True)
                     dirty = True
@@ -724,8 +732,12 @@ class Lake:
                 fresh = self._load(g)
                 if fresh is not None:
                     m.parts, m.high, m.high_key, m.next_part, m.retired = (
-                        fresh.parts, fresh.high, fresh.high_key, fresh.next_part, fresh.retired,
-                    )  # fmt: skip
+                        fresh.parts,
+                        fresh.high,
+                        fresh.high_key,
+                        fresh.next_part,
+                        fresh.retired,
+                    )
             m.journal_offset = end
             self._save(m)
         return removed
@@ -751,8 +763,11 @@ class Lake:
             "scanned_id": m.scanned,
             "pending_gaps": len(m.gaps),
             "refreshed_ms": m.refreshed_ms,
-            "bytes": sum((self._gen_dir(m.generation) / p.name).stat().st_size for p in m.parts
-                         if (self._gen_dir(m.generation) / p.name).exists()),  # fmt: skip
+            "bytes": sum(
+                (self._gen_dir(m.generation) / p.name).stat().st_size
+                for p in m.parts
+                if (self._gen_dir(m.generation) / p.name).exists()
+            ),
         }
 
 

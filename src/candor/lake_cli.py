@@ -36,8 +36,17 @@ def refresh() -> None:
 
     with opened(LakeError) as rt:
         r = _lake(rt).refresh()
-        print(json.dumps({"copied": r.copied, "rebuilt": r.rebuilt, "reconciled": r.reconciled,
-                          "purged": r.purged, "seconds": round(r.seconds, 3)}))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "copied": r.copied,
+                    "rebuilt": r.rebuilt,
+                    "reconciled": r.reconciled,
+                    "purged": r.purged,
+                    "seconds": round(r.seconds, 3),
+                }
+            )
+        )
 
 
 @app.command("rebuild")
@@ -49,10 +58,17 @@ def rebuild() -> None:
 
     from candor.lake import LakeError
 
-    with opened(LakeError) as rt, Progress(
-        TextColumn("rebuilding the analytics store"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=err, transient=True,
-    ) as bar:  # fmt: skip
+    with (
+        opened(LakeError) as rt,
+        Progress(
+            TextColumn("rebuilding the analytics store"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            transient=True,
+        ) as bar,
+    ):
         task = bar.add_task("rebuild", total=None)
 
         def progress(done: int, total: int) -> None:

@@ -36,7 +36,7 @@ import orjson
 from sqlalchemy import and_, desc, select, update
 
 from candor import audit
-from candor.consent.audience import build_sql
+from candor.consent.audience import build_sql, profile_level
 from candor.events import DEFAULT_PERSONAL_PROPERTIES
 from candor.profiles import TRAIT_SCAN, survive
 from candor.store import now_ms
@@ -975,26 +975,8 @@ class Segments:
 
         def setup(con: Any) -> None:
             _load_members(con, members)
-            # the audience query reads consent_records, identifiers and subjects: give it the same names
-            # at profile level (records and contacts of every subject count for the profile; one
-            # restricted subject restricts it), limited to the members
-            con.execute("CREATE SCHEMA seg")
-            con.execute(
-                "CREATE VIEW seg.profile_map AS SELECT s.subject_id,"
-                " coalesce(ps.profile_id, s.subject_id) AS profile_id, s.state"
-                " FROM main.subjects s LEFT JOIN main.profile_subjects ps ON ps.subject_id = s.subject_id"
-            )
-            con.execute(
-                "CREATE VIEW seg.subjects AS SELECT m.profile_id AS subject_id,"
-                " CASE WHEN bool_or(pm.state = 'restricted') THEN 'restricted' ELSE 'active' END AS state"
-                " FROM seg_members m JOIN seg.profile_map pm ON pm.profile_id = m.profile_id GROUP BY m.profile_id"
-            )
-            for table in ("consent_records", "identifiers"):
-                con.execute(
-                    f"CREATE VIEW seg.{table} AS SELECT t.* REPLACE (pm.profile_id AS subject_id)"
-                    f" FROM main.{table} t JOIN seg.profile_map pm ON pm.subject_id = t.subject_id"
-                )
-            con.execute("SET search_path = 'seg,main'")
+            # the audience query at profile level, limited to the members
+            profile_level(con, "seg_members")
 
         params = {"now": now_ms() if now is None else now, "default_j": self.rt.consent.default_jurisdiction}
         # the audience query reads no events: the analytics store need not be brought up to date
