@@ -279,6 +279,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(assets.router)
     app.include_router(preferences.router)
     app.include_router(console.router)
+    from candor.web import insights_page
+
+    app.include_router(insights_page.router)
 
     install_error_handlers(app)
     install_middleware(app, settings)

@@ -1044,3 +1044,9 @@ def segments_refresh(name: str) -> None:
 from candor.lake_cli import app as _analytics_app  # noqa: E402 - mounted after `opened` exists
 
 app.add_typer(_analytics_app, name="analytics")
+
+
+# -- insights (insights_cli.py) ----------------------------------------------------------------------
+from candor.insights_cli import app as _insights_app  # noqa: E402 - mounted after `opened` exists
+
+app.add_typer(_insights_app, name="insights")

@@ -193,7 +193,7 @@ class Insights:
         req = self.request(insight, params)
         return req, self._tables(req, now)
 
-    def _tables(self, req: Request, now: int | None) -> list[Table]:
+    def _tables(self, req: Request, now: int | None, charge: Callable[[], None] | None = None) -> list[Table]:
         members: list[tuple[str, list[str]]] = []
         for name in req.segments:
             members.append((name, self.rt.segments.evaluate(name, now=now)))
@@ -222,6 +222,8 @@ class Insights:
                 raise InsightError(
                     "no events of profiles that agreed to analytics in this period: nothing to report", "since"
                 )
+            if charge is not None:  # the request is sound: now the budget (refused: nothing computed)
+                charge()
             tables = builder.build(self, con, req)
             self._segment_sets = {
                 name: {
@@ -252,14 +254,18 @@ class Insights:
     ) -> dict[str, Any]:
         started = time.perf_counter()
         req = self.request(insight, params)
-        if req.epsilon is not None:
+        months = dpmod.windows(req.since, req.until) if req.epsilon is not None else []
+
+        def charge() -> None:
+            assert req.epsilon is not None
             try:
-                self.ledger.charge(req.epsilon, dpmod.windows(req.since, req.until), insight=insight, actor=actor)
+                self.ledger.charge(req.epsilon, months, insight=insight, actor=actor)
             except dpmod.BudgetError as exc:
                 raise InsightError(str(exc), "dp.epsilon", exc.status) from None
+
         if progress:
             progress(insight)
-        tables = self._tables(req, now)
+        tables = self._tables(req, now, charge if req.epsilon is not None else None)
         spent = 0.0
         if req.epsilon is not None:
             spent = add_noise(tables, req.epsilon)
