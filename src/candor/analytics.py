@@ -75,6 +75,8 @@ class Analytics:
     ) -> None:
         self.store = store
         self.threads = threads
+        # bring the analytics store up to date before each query (off: only the schedule refreshes it)
+        self.refresh_before_query = True
         self.lake: Lake | None = None
         if lake_dir is not None:
             self.lake = Lake(store, lake_dir, self.attach, self.store_query, journal or lake_dir / "none", threads)
@@ -108,7 +110,7 @@ class Analytics:
         its Parquet files, brought up to date first unless ``fresh`` is False."""
         files: list[str] | None = None
         if self.lake is not None:
-            if fresh:
+            if fresh and self.refresh_before_query:
                 self.lake.refresh()
             files = self.lake.files()
         con = duckdb.connect(

@@ -220,3 +220,30 @@ def test_every_insight_sql_is_portable_to_spark() -> None:
         assert (out and "ins_events" in sql + "".join(out)) or "ins_touchpoints" in sql
         for view in ("read_parquet", "sqlite_query", "postgres_query", "main.events"):
             assert view not in sql, f"an insight reads {view}: only the contract's views are allowed"
+
+
+def test_rfm_cohort_and_clv_as_segment_conditions(rt: Runtime) -> None:
+    w, _ = make_world(rt, seed=7)
+    everyone = set(w.profiles)  # a segment ranks every profile; its use decides consent at send time
+    days = 150
+    since = W.NOW - days * W.DAY
+    champions = set(rt.segments.evaluate({"conditions": [{"rfm": ["champions", "loyal"], "within_days": days}]},
+                                         now=W.NOW))  # fmt: skip
+    ranks = W.rfm_names(w, everyone, since, W.NOW + 1)
+    assert champions == {p for p, n in ranks.items() if n in ("champions", "loyal")} and champions
+    month = "2026-04"
+    cohort = set(rt.segments.evaluate({"conditions": [{"cohort": [month]}]}, now=W.NOW))
+    firsts = {p: min(e.ts for e in w.events if e.profile == p) for p in {e.profile for e in w.events}}
+    assert cohort == {p for p, t in firsts.items() if W.month_label(t) == month} and cohort
+    rich = set(rt.segments.evaluate({"conditions": [{"clv": {"gte": 400}, "horizon_months": 6, "within_days": days}]},
+                                    now=W.NOW))  # fmt: skip
+    values = W.clv_values(w, everyone, since, W.NOW + 1, 6, until_for_tenure=W.NOW)
+    assert rich == {p for p, v in values.items() if v >= 400} and rich
+    # and the grammar says where a mistake is
+    from candor.segments import SegmentError, parse
+
+    for doc, where in (({"rfm": "royalty"}, "conditions[0].rfm"), ({"cohort": "2026-13"}, "conditions[0].cohort"),
+                       ({"clv": {"gte": "x"}}, "conditions[0].clv.gte")):  # fmt: skip
+        with pytest.raises(SegmentError) as info:
+            parse({"conditions": [doc]}, ["analytics"])
+        assert info.value.location == where

@@ -282,6 +282,29 @@ def ntile(n: int, buckets: int) -> list[int]:
 
 
 def rfm(w: World, ok: set[str], since: int, until: int) -> dict[str, int]:
+    out: dict[str, int] = defaultdict(int)
+    for name in rfm_names(w, ok, since, until).values():
+        out[name] += 1
+    return dict(out)
+
+
+def month_label(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m")
+
+
+def clv_values(w: World, ok: set[str], since: int, until: int, horizon: int, until_for_tenure: int | None = None,
+               ) -> dict[str, float]:  # fmt: skip
+    agg: dict[str, list[float]] = {}
+    for e in w.events:
+        if e.profile in ok and e.event == "Order Completed" and since <= e.ts < until:
+            a = agg.setdefault(e.profile, [0.0, math.inf])
+            a[0] += e.revenue or 0.0
+            a[1] = min(a[1], e.ts)
+    end = until if until_for_tenure is None else until_for_tenure
+    return {p: rev / max(1.0, (end - first) / (30.0 * DAY)) * horizon for p, (rev, first) in agg.items()}
+
+
+def rfm_names(w: World, ok: set[str], since: int, until: int) -> dict[str, str]:
     agg: dict[str, list[float]] = {}
     for e in w.events:
         if e.profile in ok and e.event == "Order Completed" and since <= e.ts < until:
@@ -295,26 +318,24 @@ def rfm(w: World, ok: set[str], since: int, until: int) -> dict[str, int]:
         order = sorted(ps, key=lambda p: (agg[p][idx], p))
         for p, t in zip(order, ntile(len(order), 5), strict=True):
             score[p][dim] = t
-    out: dict[str, int] = defaultdict(int)
+    names: dict[str, str] = {}
     for p in ps:
         r, f = score[p]["r"], score[p]["f"]
-        name = (
-            "champions"
-            if r >= 4 and f >= 4
-            else "loyal"
-            if r >= 3 and f >= 3
-            else "new"
-            if r >= 4 and f <= 1
-            else "potential"
-            if r >= 3
-            else "at_risk"
-            if r == 2 and f >= 3
-            else "hibernating"
-            if r == 2
-            else "lost"
-        )
-        out[name] += 1
-    return dict(out)
+        if r >= 4 and f >= 4:
+            names[p] = "champions"
+        elif r >= 3 and f >= 3:
+            names[p] = "loyal"
+        elif r >= 4 and f <= 1:
+            names[p] = "new"
+        elif r >= 3:
+            names[p] = "potential"
+        elif r == 2 and f >= 3:
+            names[p] = "at_risk"
+        elif r == 2:
+            names[p] = "hibernating"
+        else:
+            names[p] = "lost"
+    return names
 
 
 def month_index(ms: int) -> int:

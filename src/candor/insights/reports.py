@@ -28,6 +28,7 @@ from typing import Any
 from candor.insights import dp as dpmod
 from candor.insights import privacy, views
 from candor.insights.privacy import Group, Table
+from candor.segments import rfm_case
 from candor.store import now_ms
 
 DAY_MS = 86_400_000
@@ -429,7 +430,7 @@ class Journeys(Builder):
         req.params["window_days"] = _int(p, "window_days", 30, 1, 365)
         limit = MAX_DP_STEPS if req.epsilon is not None else MAX_STEPS
         req.params["max_steps"] = _int(p, "max_steps", 4, 1, limit)
-        req.params["top"] = _int(p, "top", 20, 1, 200)
+        req.params["top"] = _int(p, "top", 20, 1, 1000)
         ins._names(con, req, [(req.params["goal"], "goal")])
 
     @staticmethod
@@ -905,19 +906,12 @@ scored AS (
     FROM orders
 ),
 named AS (
-    SELECT *, CASE
-        WHEN r >= 4 AND f >= 4 THEN 'champions'
-        WHEN r >= 3 AND f >= 3 THEN 'loyal'
-        WHEN r >= 4 AND f <= 1 THEN 'new'
-        WHEN r >= 3 THEN 'potential'
-        WHEN r = 2 AND f >= 3 THEN 'at_risk'
-        WHEN r = 2 THEN 'hibernating'
-        ELSE 'lost' END AS rfm_segment
+    SELECT *, {rfm_case} AS rfm_segment
     FROM scored
 )
 SELECT rfm_segment, count(*) AS profiles, sum(recency_days), sum(frequency), sum(monetary)
 FROM named GROUP BY rfm_segment
-"""
+""".replace("{rfm_case}", rfm_case("r", "f"))
 
 
 class Rfm(Builder):
