@@ -40,6 +40,20 @@ def insight(
     return request.app.state.candor.insights.run(insight, body, actor=f"token:{staff.token_id}")
 
 
+@router.post("/v1/insights/experience/comments", responses={**STAFF_RESPONSES, **ERR, "503": {"model": ErrorBody}})
+def comments(
+    request: Request,
+    body: dict[str, Any] = Body(
+        ..., description='{"by": "channel" or "month", "group": "call_center", "since", "until", "k", "limit"}'
+    ),
+    staff: Staff = Depends(Require("insights:read")),
+) -> Any:
+    """A shuffled sample of a large group's survey comments, each redacted by the personal-data detector."""
+    from candor.insights.comments import Comments
+
+    return Comments(request.app.state.candor).sample(body, actor=f"token:{staff.token_id}")
+
+
 @router.get("/v1/insights/budget", responses=STAFF_RESPONSES)
 def budget(request: Request, staff: Staff = Depends(Require("insights:read"))) -> Any:
     """The differential-privacy budget: epsilon spent and left per month of data."""
