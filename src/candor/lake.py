@@ -204,8 +204,12 @@ def _sql_text(text: str) -> str:
 
 def read_journal(path: Path, offset: int = 0) -> tuple[list[str], int]:
     """Subject ids in the erasure journal from byte ``offset`` on, and the offset after them."""
-    if not path.exists():
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
         return [], 0
+    if size == offset:  # nothing new: the common case, checked before every query
+        return [], offset
     data = path.read_bytes()
     if offset > len(data):  # a shorter journal than we applied: start over (applying twice is harmless)
         offset = 0

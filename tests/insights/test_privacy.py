@@ -213,3 +213,28 @@ async def test_the_api_gives_analysts_aggregates_and_clear_errors(settings: Sett
         assert (await a.client.post("/v1/insights/telepathy", json={}, headers=analyst)).status_code in (400, 404)
         r = await a.client.get("/v1/insights/budget", headers=analyst)
         assert r.status_code == 200 and r.json()["epsilon_per_month"] == 1.0
+
+
+def test_two_segments_that_differ_by_a_few_people_are_not_both_released(settings: Settings) -> None:
+    rt = Runtime(settings)
+    try:
+        W.build(rt, random.Random(12), people=200, n_events=5000)
+        rt.segments.create("viewers", {"conditions": [{"event": "Product Viewed"}]}, "test")
+        a = set(rt.segments.evaluate("viewers", now=W.NOW))
+        # the same people but the few who signed up many times: the smallest gap that is not empty
+        for n in range(2, 12):
+            cond = {"conditions": [{"segment": "viewers"}, {"not": {"event": "Signed Up", "count": {"gte": n}}}]}
+            b = set(rt.segments.evaluate(cond, now=W.NOW))
+            if 0 < len(a ^ b) < 11:
+                break
+        assert 0 < len(a ^ b) < 11, "the world should give two segments a few people apart"
+        rt.segments.create("viewers2", cond, "test")
+        ask = {"since": SINCE, "until": UNTIL, "k": 11, "steps": ["Product Viewed", "Order Completed"],
+               "by": "segment", "segments": ["viewers", "viewers2"]}  # fmt: skip
+        out = rt.insights.run("funnel", ask, now=W.NOW)
+        rows = out["tables"][0]["rows"]
+        shown = {r["segment"] for r in rows if not r.get("suppressed")}
+        assert len(shown) == 1, "only one of the two segments may be released"
+        assert out["suppressed_cells"]["differencing"] > 0
+    finally:
+        rt.close()

@@ -111,6 +111,8 @@ class Request:
     epsilon: float | None = None
     revenue_cap: float = 500.0
     max_conversions: int = 10
+    segment_sets: dict[str, set[str]] = field(default_factory=dict)
+    everyone: set[str] | None = None
 
 
 KNOWN_PARAMS = {
@@ -226,7 +228,9 @@ class Insights:
             if charge is not None:  # the request is sound: now the budget (refused: nothing computed)
                 charge()
             tables = builder.build(self, con, req)
-            self._segment_sets = {
+            # the allowed members of each segment, for the rule against differencing (kept on the request:
+            # requests run concurrently)
+            req.segment_sets = {
                 name: {
                     r[0]
                     for r in con.execute(
@@ -237,7 +241,7 @@ class Insights:
                 }
                 for name in req.segments
             }
-            self._everyone = (
+            req.everyone = (
                 {r[0] for r in con.execute("SELECT profile_id FROM ins_allowed").fetchall()} if req.segments else None
             )
         finally:
@@ -272,7 +276,7 @@ class Insights:
             spent = add_noise(tables, req.epsilon)
         counts = privacy.Suppressed()
         for t in tables:
-            s = privacy.suppress(t, req.k, self._segment_sets, self._everyone)
+            s = privacy.suppress(t, req.k, req.segment_sets, req.everyone)
             counts.primary += s.primary
             counts.complementary += s.complementary
             counts.differencing += s.differencing
@@ -552,7 +556,7 @@ class Funnel(Builder):
         if not isinstance(steps, list) or not 2 <= len(steps) <= MAX_FUNNEL_STEPS:
             raise InsightError(f"must list 2 to {MAX_FUNNEL_STEPS} event names, in order", "steps")
         for i in range(len(steps)):
-            _name({"x": steps[i]}, "x")
+            _name({f"steps[{i}]": steps[i]}, f"steps[{i}]")
         req.params["window_days"] = _int(p, "window_days", 7, 1, 365)
         req.params["by"] = _choice(p, "by", "channel", ("channel", "segment"))
         if req.params["by"] == "segment" and not req.segments:
