@@ -246,6 +246,8 @@ def run(args: argparse.Namespace, say: Any) -> dict[str, Any]:
             files = rt.analytics.lake.files()
             out["insights"] = {}
             for name, params in ASK.items():
+                if args.only and name not in args.only:
+                    continue
                 say(f"  {name}")
                 ask = {"since": SINCE, "until": UNTIL, "k": 11, **params}
                 ours_s, report = timed(lambda n=name, a=ask: rt.insights.run(n, a, now=NOW), args.repeat)
@@ -291,6 +293,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--keep", help="build in this directory once and reuse it")
     p.add_argument("--quick", action="store_true", help="100,000 events and 20,000 people, one repeat")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--only", nargs="*", choices=list(ASK), help="measure only these insights")
     args = p.parse_args(argv)
     if args.quick:
         args.events, args.people, args.repeat = 100_000, 20_000, 1

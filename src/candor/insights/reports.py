@@ -523,17 +523,16 @@ def funnel_sql(n: int, by: str) -> str:
     """First entry per profile into step 1 in the period; each next step is the earliest event of its name
     after the previous step and within the window of the entry. ``by``: the entry's channel, or segments."""
     parts = [
-        "s1 AS (SELECT profile_id, ts_ms AS t, channel FROM ("
-        "SELECT profile_id, ts_ms, channel, row_number() OVER (PARTITION BY profile_id ORDER BY ts_ms, id) AS r "
-        "FROM ins_events WHERE type = 'track' AND event = $step1 AND ts_ms >= $since AND ts_ms < $until) x "
-        "WHERE r = 1)"
+        "s1 AS (SELECT profile_id, min(ts_ms) AS t, min(ts_ms) AS t1, "
+        "arg_min(channel, struct_pack(a := ts_ms, b := id)) AS channel "
+        "FROM ins_events WHERE type = 'track' AND event = $step1 AND ts_ms >= $since AND ts_ms < $until "
+        "GROUP BY profile_id)"
     ]
     for i in range(2, n + 1):
         parts.append(
-            f"s{i} AS (SELECT a.profile_id, min(e.ts_ms) AS t FROM s{i - 1} a "
-            f"JOIN s1 f ON f.profile_id = a.profile_id "
+            f"s{i} AS (SELECT a.profile_id, a.t1, min(e.ts_ms) AS t FROM s{i - 1} a "
             f"JOIN ins_events e ON e.profile_id = a.profile_id AND e.type = 'track' AND e.event = $step{i} "
-            f"AND e.ts_ms > a.t AND e.ts_ms <= f.t + $win GROUP BY a.profile_id)"
+            f"AND e.ts_ms > a.t AND e.ts_ms <= a.t1 + $win GROUP BY a.profile_id, a.t1)"
         )
     reached = ", ".join(f"CASE WHEN s{i}.profile_id IS NULL THEN 0 ELSE 1 END" for i in range(2, n + 1))
     joins = " ".join(f"LEFT JOIN s{i} ON s{i}.profile_id = s1.profile_id" for i in range(2, n + 1))
