@@ -331,11 +331,37 @@ class Lake:
         con = duckdb.connect(
             config={"autoinstall_known_extensions": False, "autoload_known_extensions": False, "threads": self.threads}
         )
-        self.store_sql = self._attach(con)
+        if not self.store.is_sqlite:
+            self.store_sql = self._attach(con)
         return con
 
+    def _rows(self, con: duckdb.DuckDBPyConnection, sql: str, columns: list[tuple[str, Any]]) -> str:
+        """A DuckDB relation of what ``sql`` selects in the store.
+
+        PostgreSQL: the SQL runs in the database through the scanner. SQLite: it runs through this
+        process's own SQLite (SQLAlchemy) and the rows are handed over as Arrow: DuckDB's scanner
+        carries a second copy of SQLite, and when it closes the file, POSIX drops every lock this
+        process holds on it — the writer's included (SQLite's "multiple copies of SQLite in one
+        process" hazard), which let readers in other processes miss committed rows."""
+        if not self.store.is_sqlite:
+            return self.store_query(sql)
+        import pyarrow as pa
+
+        data: list[list[Any]] = [[] for _ in columns]
+        with self.store.engine.connect() as conn:
+            cur = conn.exec_driver_sql(sql)
+            while True:
+                batch = cur.fetchmany(100_000)
+                if not batch:
+                    break
+                for i, col in enumerate(zip(*batch, strict=True)):
+                    data[i].extend(col)
+        name = f"lake_src_{secrets.token_hex(4)}"
+        con.register(name, pa.table({n: pa.array(v, type=t) for (n, t), v in zip(columns, data, strict=True)}))
+        return name
+
     # -- copying ---------------------------------------------------------------------------------
-    def _select(self, where: str) -> str:
+    def _select(self, con: duckdb.DuckDBPyConnection, where: str) -> str:
         """Rows of the store's events matching ``where`` (SQL run *in the store*, so its indexes serve
         the id range), with the derived columns computed by DuckDB. ``where`` holds integers only."""
         events_t, subjects_t = self.store_sql("events"), self.store_sql("subjects")
@@ -344,9 +370,16 @@ class Lake:
             f"FROM {events_t} WHERE ({where}) AND subject_id NOT IN "
             f"(SELECT subject_id FROM {subjects_t} WHERE state = 'erased')"
         )
+        import pyarrow as pa
+
+        source = self._rows(con, inner, [
+            ("id", pa.int64()), ("source_id", pa.int32()), ("type", pa.string()), ("event", pa.string()),
+            ("subject_id", pa.string()), ("ts_ms", pa.int64()), ("received_ms", pa.int64()),
+            ("properties", pa.string()), ("context", pa.string()),
+        ])  # fmt: skip
         cols = ", ".join(f"CAST({expr} AS {typ}) AS {name}" for name, typ, expr in COLUMNS)
         return (
-            f"SELECT {cols} FROM {self.store_query(inner)} e LEFT JOIN lake_sources src ON src.id = e.source_id "
+            f"SELECT {cols} FROM {source} e LEFT JOIN lake_sources src ON src.id = e.source_id "
             "WHERE e.subject_id NOT IN (SELECT subject_id FROM lake_erased) ORDER BY e.id"
         )
 
@@ -416,7 +449,7 @@ class Lake:
             alive = [g for g in m.gaps if now - g[2] < GAP_SECONDS * 1000]
             if alive:
                 where = " OR ".join(f"(id BETWEEN {int(a)} AND {int(b)})" for a, b, _ in alive)
-                part = self._write_part(con, m, self._select(where))
+                part = self._write_part(con, m, self._select(con, where))
                 if part is not None:
                     copied += part.rows
                     filled = {int(r[0]) for r in con.execute("SELECT id FROM lake_chunk").fetchall()}
@@ -424,7 +457,7 @@ class Lake:
             m.gaps = alive
         if upto > m.scanned:
             lo = m.scanned
-            part = self._write_part(con, m, self._select(f"id > {int(lo)} AND id <= {int(upto)}"))
+            part = self._write_part(con, m, self._select(con, f"id > {int(lo)} AND id <= {int(upto)}"))
             if part is not None:
                 copied += part.rows
                 if upto >= gap_floor:
@@ -582,7 +615,10 @@ class Lake:
             f"SELECT id, subject_id FROM {events_t} WHERE subject_id IN "
             f"(SELECT subject_id FROM {subjects_t} WHERE created_ms >= {int(since_ms) - 1000})"
         )
-        con.execute(f"CREATE OR REPLACE TEMP TABLE lake_moved AS SELECT * FROM {self.store_query(inner)}")
+        import pyarrow as pa
+
+        moved = self._rows(con, inner, [("id", pa.int64()), ("subject_id", pa.string())])
+        con.execute(f"CREATE OR REPLACE TEMP TABLE lake_moved AS SELECT * FROM {moved}")
         d = self._gen_dir(m.generation)
         changed = 0
         for part in list(m.parts):
