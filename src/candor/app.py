@@ -329,8 +329,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(InsightError)
     async def _insight(_: Request, exc: InsightError) -> Response:
-        codes = {404: "not_found", 409: "budget_exhausted", 503: "unavailable"}
-        return error(exc.status, codes.get(exc.status, "invalid_insight"), str(exc))
+        return error(exc.status, exc.code, str(exc))
 
     @app.exception_handler(RightsError)
     async def _rights(_: Request, exc: RightsError) -> Response:

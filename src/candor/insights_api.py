@@ -40,7 +40,7 @@ def insight(
     return request.app.state.candor.insights.run(insight, body, actor=f"token:{staff.token_id}")
 
 
-@router.post("/v1/insights/experience/comments", responses={**STAFF_RESPONSES, **ERR, "503": {"model": ErrorBody}})
+@router.post("/v1/insights/experience/comments", responses={**STAFF_RESPONSES, **ERR})
 def comments(
     request: Request,
     body: dict[str, Any] = Body(

@@ -37,7 +37,7 @@ async def test_comments_are_sealed_and_shown_only_redacted(settings: Settings) -
         ask = {"by": "channel", "group": "call_center", "k": 11}
         r = await a.client.post("/v1/insights/experience/comments", json=ask, headers=analyst)
         if detector() is None:
-            assert r.status_code == 503 and "detector" in r.json()["error"]["message"]
+            assert r.status_code == 409 and "detector" in r.json()["error"]["message"]
             assert not any(e["action"] == "insights.comments" for e in audit.entries(a.rt.store, limit=1000))
         else:
             assert r.status_code == 200, r.text
@@ -46,4 +46,4 @@ async def test_comments_are_sealed_and_shown_only_redacted(settings: Settings) -
             assert any(e["action"] == "insights.comments" for e in audit.entries(a.rt.store, limit=1000))
         # a group smaller than k is never shown, detector or not
         r = await a.client.post("/v1/insights/experience/comments", json={**ask, "k": 50}, headers=analyst)
-        assert r.status_code in (400, 503) and CANARY not in r.text
+        assert r.status_code in (400, 409) and CANARY not in r.text

@@ -238,3 +238,15 @@ def test_two_segments_that_differ_by_a_few_people_are_not_both_released(settings
         assert out["suppressed_cells"]["differencing"] > 0
     finally:
         rt.close()
+
+
+@pytest.mark.anyio
+async def test_an_exhausted_budget_is_a_409_with_its_code(make_settings: Any) -> None:
+    async with api(make_settings(dp_epsilon_per_month=0.3, dp_epsilon_per_request=0.3)) as a:
+        W.build(a.rt, random.Random(13), people=60, n_events=800)
+        analyst = bearer(a.rt.directory.create_token("analyst", "analyst"))
+        body = {"since": SINCE, "until": UNTIL, "k": 11, "dp": {"epsilon": 0.2}}
+        assert (await a.client.post("/v1/insights/rfm", json=body, headers=analyst)).status_code == 200
+        r = await a.client.post("/v1/insights/rfm", json=body, headers=analyst)
+        assert r.status_code == 409 and r.json()["error"]["code"] == "budget_exhausted"
+        assert "tables" not in r.text

@@ -10,7 +10,7 @@ comments to staff with ``insights:read``:
 - each comment is decrypted in memory and scanned for personal information by the detector of
   ``candor.detect`` (``redact_text``: emails, phone numbers, cards, IBANs, IP addresses, national
   ids), and only the redacted text is shown; a comment that cannot be scanned is not shown. Without
-  the detector, no comment is shown at all (503 with the reason);
+  the detector, no comment is shown at all (409 with the reason);
 - no profile id, time or score travels with a comment, the sample is shuffled, and every display
   is an audit entry (``insights.comments``, with how many were shown).
 """
@@ -55,14 +55,6 @@ class Comments:
         unknown = sorted(set(params) - {"since", "until", "k", "by", "group", "limit", "event"})
         if unknown:
             raise InsightError(f"unknown parameter {unknown[0]!r}", unknown[0])
-        redact = detector()
-        if redact is None:
-            raise InsightError(
-                "comments are shown only after a scan for personal information, and the detector "
-                "(candor.detect) is not installed here; nothing was decrypted",
-                "",
-                503,
-            )
         at = now_ms() if now is None else now
         until = _ms(params.get("until", at), "until")
         since = _ms(params.get("since", until - 90 * 86_400_000), "since")
@@ -79,6 +71,15 @@ class Comments:
         event = params.get("event", SURVEY_EVENT)
         if not isinstance(event, str) or not event:
             raise InsightError("must be an event name", "event")
+        redact = detector()
+        if redact is None:  # the request is sound, but nothing may be shown unscanned
+            raise InsightError(
+                "comments are shown only after a scan for personal information, and the detector "
+                "(candor.detect) is not installed here; nothing was decrypted",
+                "",
+                409,
+                "detector_missing",
+            )
         key = "channel" if by == "channel" else "strftime(to_timestamp(ts_ms / 1000), '%Y-%m')"
         sql = (
             f"SELECT e.id, p.subject_id FROM ins_events e JOIN ins_profiles p ON p.profile_id = e.profile_id "

@@ -47,11 +47,12 @@ SURVEY_EVENT = "Survey Answered"
 class InsightError(ValueError):
     """A bad request: ``field`` names the parameter; nothing was computed or released."""
 
-    def __init__(self, message: str, field: str = "", status: int = 400) -> None:
+    def __init__(self, message: str, field: str = "", status: int = 400, code: str = "") -> None:
         super().__init__(f"{field}: {message}" if field else message)
         self.field = field
         self.reason = message
         self.status = status
+        self.code = code or {404: "not_found", 409: "conflict"}.get(status, "invalid_insight")
 
 
 # -- reading a request ------------------------------------------------------------------------------
@@ -266,7 +267,8 @@ class Insights:
             try:
                 self.ledger.charge(req.epsilon, months, insight=insight, actor=actor)
             except dpmod.BudgetError as exc:
-                raise InsightError(str(exc), "dp.epsilon", exc.status) from None
+                code = "budget_exhausted" if exc.status == 409 else ""
+                raise InsightError(str(exc), "dp.epsilon", exc.status, code) from None
 
         if progress:
             progress(insight)
