@@ -28,6 +28,7 @@ NOT_ABOUT_A_SUBJECT = {
     "campaigns": "campaign definitions and templates",
     "privacy_budget": "epsilon spent per dataset and month (aggregates)",
     "privacy_budget_entries": "epsilon spent per release, with the staff actor",
+    "destinations": "webhook, SMS provider and ad-platform endpoints (their secrets are keyring entries)",
 }
 
 

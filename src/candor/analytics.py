@@ -32,6 +32,7 @@ TABLES = (
     "segment_members",
     "sends",
     "campaigns",
+    "engagements",
 )
 
 

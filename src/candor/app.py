@@ -267,7 +267,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     from candor.rights import api as rights_api
 
     app.include_router(rights_api.router)
-    from candor import campaigns_api, segments_api
+    from candor import segments_api
+    from candor.campaigns import api as campaigns_api
 
     app.include_router(segments_api.router)
     app.include_router(campaigns_api.router)
@@ -282,6 +283,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     from candor.web import insights_page
 
     app.include_router(insights_page.router)
+    from candor.web import console_campaigns
+
+    app.include_router(console_campaigns.router)
 
     install_error_handlers(app)
     install_middleware(app, settings)
@@ -324,7 +328,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(CampaignError)
     async def _campaign(_: Request, exc: CampaignError) -> Response:
-        codes = {404: "not_found", 409: "conflict", 503: "unavailable"}
+        codes = {404: "not_found", 409: "conflict", 502: "destination_failed", 503: "unavailable"}
         return error(exc.status, codes.get(exc.status, "invalid_campaign"), str(exc))
 
     @app.exception_handler(InsightError)

@@ -948,50 +948,12 @@ def preferences_link(
         print(make_link(rt, *given[0], ttl_ms=int(hours * 3600 * 1000)))
 
 
-# -- campaigns -----------------------------------------------------------------------------------
-campaigns_app = typer.Typer(help="Campaigns that only reach people who agreed.", no_args_is_help=True)
+# -- campaigns (candor/campaigns/cli.py) ------------------------------------------------------
+from candor.campaigns.cli import audiences_app, campaigns_app, destinations_app  # noqa: E402
+
 app.add_typer(campaigns_app, name="campaigns")
-
-
-@campaigns_app.command("create")
-def campaigns_create(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)]) -> None:
-    """Create a campaign from a JSON definition (templates are checked against sample profiles)."""
-    from candor.campaigns import CampaignError
-
-    try:
-        raw = json.loads(file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        err.print(f"[red]error:[/red] {file.name} is not JSON: {exc}")
-        raise typer.Exit(1) from None
-    with opened(CampaignError) as rt:
-        print(json.dumps(rt.campaigns.create(raw, actor="cli")))
-
-
-@campaigns_app.command("preview")
-def campaigns_preview(name: str) -> None:
-    """What sending now would do: recipients per outcome, and a sample of each variant."""
-    from candor.campaigns import CampaignError
-
-    with opened(CampaignError) as rt:
-        print(json.dumps(rt.campaigns.preview(name), indent=2))
-
-
-@campaigns_app.command("send")
-def campaigns_send(name: str) -> None:
-    """Send (or resume) a campaign; every recipient is checked at this moment."""
-    from candor.campaigns import CampaignError
-
-    with opened(CampaignError) as rt:
-        print(json.dumps(rt.campaigns.send(name, actor="cli"), indent=2))
-
-
-@campaigns_app.command("report")
-def campaigns_report(name: str) -> None:
-    """Sent, failed and skipped-by-reason counts, variants, spend."""
-    from candor.campaigns import CampaignError
-
-    with opened(CampaignError) as rt:
-        print(json.dumps(rt.campaigns.report(name), indent=2))
+app.add_typer(destinations_app, name="destinations")
+app.add_typer(audiences_app, name="audiences")
 
 
 # -- segments ------------------------------------------------------------------------------------

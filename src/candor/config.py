@@ -85,6 +85,18 @@ class Settings:
     source_channels: str = field(default="", metadata={"env": "CANDOR_SOURCE_CHANNELS"})
     dp_epsilon_per_month: float = field(default=1.0, metadata={"env": "CANDOR_DP_EPSILON_PER_MONTH"})
     dp_epsilon_per_request: float = field(default=0.5, metadata={"env": "CANDOR_DP_EPSILON_PER_REQUEST"})
+    frequency_caps: str = field(default="sms=2/7d,webhook=3/7d", metadata={"env": "CANDOR_FREQUENCY_CAPS"})
+    channel_costs: str = field(default="", metadata={"env": "CANDOR_CHANNEL_COSTS"})
+    webhook_attempts: int = field(default=5, metadata={"env": "CANDOR_WEBHOOK_ATTEMPTS"})
+    webhook_backoff_seconds: float = field(default=0.5, metadata={"env": "CANDOR_WEBHOOK_BACKOFF_SECONDS"})
+    webhook_timeout_seconds: float = field(default=10.0, metadata={"env": "CANDOR_WEBHOOK_TIMEOUT_SECONDS"})
+    conversion_event: str = field(default="Order Completed", metadata={"env": "CANDOR_CONVERSION_EVENT"})
+    conversion_window_days: int = field(default=7, metadata={"env": "CANDOR_CONVERSION_WINDOW_DAYS"})
+    feedback_sources: str = field(default="", metadata={"env": "CANDOR_FEEDBACK_SOURCES"})
+    sms_help_text: str = field(
+        default="Marketing texts. Reply STOP to unsubscribe. Msg and data rates may apply.",
+        metadata={"env": "CANDOR_SMS_HELP_TEXT"},
+    )
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -188,6 +200,16 @@ class Settings:
             raise ConfigError("CANDOR_PUBLIC_URL must start with http:// or https://")
         if self.survivorship not in ("recent", "trusted", "frequent"):
             raise ConfigError("CANDOR_SURVIVORSHIP must be one of recent, trusted, frequent")
+        if not 1 <= self.webhook_attempts <= 20:
+            raise ConfigError("CANDOR_WEBHOOK_ATTEMPTS must be between 1 and 20")
+        if not 0 <= self.webhook_backoff_seconds <= 300 or not 0 < self.webhook_timeout_seconds <= 300:
+            raise ConfigError(
+                "CANDOR_WEBHOOK_BACKOFF_SECONDS (0-300) and CANDOR_WEBHOOK_TIMEOUT_SECONDS (0-300] are seconds"
+            )
+        if not 1 <= self.conversion_window_days <= 365:
+            raise ConfigError("CANDOR_CONVERSION_WINDOW_DAYS must be between 1 and 365")
+        self.frequency_cap_map  # noqa: B018 - parses, raising ConfigError on a bad value
+        self.channel_cost_map  # noqa: B018
         url = self.database_url
         if url and not (url.startswith("sqlite") or url.startswith("postgresql")):
             raise ConfigError(
@@ -228,6 +250,41 @@ class Settings:
     def analytics_path(self) -> Path:
         """Where the analytics store (Parquet) lives: CANDOR_ANALYTICS_DIR, else ``analytics`` in the data dir."""
         return Path(self.analytics_dir) if self.analytics_dir else self.data_dir / "analytics"
+
+    @property
+    def frequency_cap_map(self) -> dict[str, str]:
+        """CANDOR_FREQUENCY_CAPS parsed: ``sms=2/7d,webhook=3/7d`` -> {"sms": "2/7d", ...}."""
+        out: dict[str, str] = {}
+        for part in self.frequency_caps.split(","):
+            if not part.strip():
+                continue
+            name, sep, cap = part.partition("=")
+            n, slash, days = cap.strip().partition("/")
+            if not sep or not slash or not n.isdigit() or not days.endswith("d") or not days[:-1].isdigit():
+                raise ConfigError(
+                    f"CANDOR_FREQUENCY_CAPS={self.frequency_caps!r}: write channel=N/Dd pairs such as 'sms=2/7d'"
+                )
+            out[name.strip()] = cap.strip()
+        return out
+
+    @property
+    def channel_cost_map(self) -> dict[str, float]:
+        """CANDOR_CHANNEL_COSTS parsed: ``email=0.001,sms=0.0075`` -> cost per message and channel."""
+        out: dict[str, float] = {}
+        for part in self.channel_costs.split(","):
+            if not part.strip():
+                continue
+            name, sep, cost = part.partition("=")
+            try:
+                value = float(cost)
+            except ValueError:
+                value = -1.0
+            if not sep or value < 0:
+                raise ConfigError(
+                    f"CANDOR_CHANNEL_COSTS={self.channel_costs!r}: write channel=cost pairs such as 'sms=0.0075'"
+                )
+            out[name.strip()] = value
+        return out
 
     @property
     def identity_junk_set(self) -> frozenset[str]:

@@ -32,8 +32,11 @@ class Inbox:
     def to(self, address: str) -> list[Message]:
         return [m for m in self.messages if m["To"] == address]
 
-    def body(self, m: Message) -> str:
-        payload = m.get_payload(decode=True)
+    def body(self, m: Message, subtype: str = "plain") -> str:
+        """The text (or ``subtype="html"``) part of a message."""
+        part = next((p for p in m.walk() if p.get_content_type() == f"text/{subtype}"), None)
+        assert part is not None, f"no text/{subtype} part"
+        payload = part.get_payload(decode=True)
         assert isinstance(payload, bytes)
         return payload.decode()
 

@@ -194,6 +194,47 @@ async def test_console_segment_and_campaign_pages(settings: Settings) -> None:
         assert "<svg" in page.text
         page = await a.client.get("/admin/campaigns")
         assert page.status_code == 200 and "No campaigns yet" in page.text
+        token = csrf(page.text)
+        # the segment's own page: a live preview with the purpose breakdown and membership over time
+        page = await a.client.get("/admin/segments/recent")
+        assert (
+            page.status_code == 200 and "<strong>1</strong> members" in page.text and "recent: members at" in page.text
+        )
+        assert "marketing.email" in page.text
+        r = await a.client.post("/admin/segments/recent/refresh", data={"csrf": token})
+        assert r.status_code == 303
+        assert len(a.rt.segments.runs("recent")) == 2
+        assert "recent: members over time" in (await a.client.get("/admin/segments/recent")).text  # now a line
+        assert (await a.client.post("/admin/segments/recent/refresh", data={})).status_code == 403
+        assert (await a.client.get("/admin/segments/nobody")).status_code == 404
+        # a campaign from the form: a bad template is refused with the reason and the values kept
+        form = {
+            "csrf": token,
+            "name": "from-console",
+            "segment": "recent",
+            "channel": "email",
+            "subject": "Hello",
+            "template": "Hi {{ traits.firstName ",
+            "generic_template": "Hello there <b>friend</b>",
+            "sender": "Shop <news@shop.example>",
+            "postal_address": "1 Main Street",
+            "cost_per_message": "0.01",
+        }
+        r = await a.client.post("/admin/campaigns", data=form)
+        assert r.status_code == 400 and "template" in r.text and "Hello there &lt;b&gt;friend&lt;/b&gt;" in r.text
+        assert a.rt.campaigns.names() == []
+        r = await a.client.post("/admin/campaigns", data={**form, "cost_per_message": "cheap"})
+        assert r.status_code == 400 and "cost_per_message" in r.text
+        r = await a.client.post("/admin/campaigns", data={**form, "template": "Hi {{ traits.firstName }}"})
+        assert r.status_code == 303 and r.headers["location"] == "/admin/campaigns/from-console"
+        page = await a.client.get("/admin/campaigns/from-console")
+        assert page.status_code == 200 and "If sent now" in page.text and "Not sent yet" in page.text
+        assert "send:personalised" in page.text and "The personalised variant" in page.text
+        assert XSS not in page.text  # the sample is rendered without personal values
+        assert (await a.client.post("/admin/campaigns", data={**form, "csrf": "forged"})).status_code == 403
+        r = await a.client.post("/admin/campaigns/from-console/send", data={"csrf": token})
+        assert r.status_code == 503 and "CANDOR_SMTP_URL" in r.text  # no mail server here: nothing was marked
+        assert a.rt.campaigns.report("from-console")["outcomes"] == {}
         a.client.cookies.clear()
         await login(a, "support")
         assert (await a.client.get("/admin/segments")).status_code == 403

@@ -33,6 +33,7 @@ SOURCES = (
     "gpc",
     "email_unsubscribe",
     "sms_stop",
+    "email_feedback",
     "rights_request",
     "segment_event",
 )

@@ -8,8 +8,8 @@ An insight is one SQL text (or a few) over **only** these views, with ``$name`` 
 - ``ins_events(profile_id, id, type, event, ts_ms, channel, campaign, revenue, properties)``: the
   events of allowed profiles, with ``channel`` by ``channel_sql``;
 - ``ins_touchpoints(profile_id, ts_ms, channel, campaign, kind, event)``: what a person met: their
-  events (``kind = 'event'``) other than identify, alias, group and consent updates, and the
-  campaign messages sent to them (``kind = 'send'``);
+  events (``kind = 'event'``) other than identify, alias, group and consent updates, the campaign
+  messages sent to them (``kind = 'send'``) and their opens and clicks (``kind = 'engagement'``);
 - ``ins_segments(segment, profile_id)``: members of the segments a request names.
 
 The SQL of an insight uses: SELECT, WITH, JOIN (inner, left), WHERE, GROUP BY, HAVING, ORDER BY,
@@ -142,7 +142,12 @@ def install(
         "SELECT p.profile_id, s.ts_ms, s.channel, c.name AS campaign, 'send' AS kind, NULL AS event "
         "FROM main.sends s JOIN main.campaigns c ON c.id = s.campaign_id "
         "JOIN ins_profiles p ON p.subject_id = s.subject_id JOIN ins_allowed a ON a.profile_id = p.profile_id "
-        "WHERE s.outcome = 'sent'"
+        "WHERE s.outcome = 'sent' "
+        "UNION ALL "
+        "SELECT p.profile_id, g.ts_ms, c.channel, c.name AS campaign, 'engagement' AS kind, NULL AS event "
+        "FROM main.engagements g JOIN main.campaigns c ON c.id = g.campaign_id "
+        "JOIN ins_profiles p ON p.subject_id = g.subject_id JOIN ins_allowed a ON a.profile_id = p.profile_id "
+        "WHERE g.kind IN ('open', 'click')"
     )
     con.execute("CREATE TEMP TABLE ins_segments (segment VARCHAR, profile_id VARCHAR)")
     rows = [(name, pid) for name, members in segments for pid in members]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,10 @@ class Erasure:
         self.vault = rt.vault
         self.journal = Path(rt.settings.data_dir) / JOURNAL
         self.exports = Path(rt.settings.data_dir) / "exports"
+        # called inside the transaction that makes an erasure effective (conn, subjects, request id), and
+        # after the purge: how erasure notices reach destinations that received the person's data
+        self.hooks: list[Callable[[Any, list[str], str], Any]] = []
+        self.after: list[Callable[[], Any]] = []
 
     # -- holds ---------------------------------------------------------------------------------
     def holds(self, people: list[str], conn: Any) -> dict[str, list[tuple[str, str]]]:
@@ -158,6 +163,8 @@ class Erasure:
                     tombstones += 1
             for sid in free:
                 audit.record(conn, actor, "rights.erasure.shredded", subject_id=sid, target=f"request:{request_id}")
+            for hook in self.hooks:
+                hook(conn, free, request_id)
         effective_ms = round((time.perf_counter() - started) * 1000, 1)
         for sid in people:
             self.rt.consent.invalidate(sid)
@@ -166,6 +173,11 @@ class Erasure:
         result: dict[str, Any] = {"effective_ms": effective_ms, "tombstones": tombstones}
         result.update(self.purge(people, holds, actor=actor, request_id=request_id))
         result["purged_ms"] = round((time.perf_counter() - started) * 1000, 1)
+        for after in self.after:
+            try:
+                after()
+            except Exception as exc:  # noqa: BLE001 - the notices stay queued; the erasure itself is done
+                log.warning("after erasure: %s", type(exc).__name__)
         return result
 
     def purge(

@@ -9,10 +9,29 @@ from __future__ import annotations
 import contextlib
 import smtplib
 import ssl
-from email import policy
-from email.message import EmailMessage
-from email.utils import make_msgid
+from email import charset, policy
+from email.header import Header
+from email.message import EmailMessage, Message
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from email.utils import formataddr, make_msgid, parseaddr
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+_QP: Any = charset.Charset("utf-8")  # MIMEText takes a Charset too (its stub says str)
+_QP.body_encoding = charset.QP
+
+
+def _text_header(value: str) -> Any:
+    """A header value: as given when ASCII, else a ``Header`` that encodes it (RFC 2047)."""
+    return value if value.isascii() else Header(value, "utf-8")
+
+
+def _address(value: str) -> str:
+    if value.isascii():
+        return value
+    name, addr = parseaddr(value)
+    return formataddr((name, addr), charset="utf-8")
 
 
 class MailError(Exception):
@@ -45,7 +64,9 @@ class Mailer:
             client.login(unquote(parts.username), unquote(parts.password or ""))
         return client
 
-    def message(self, to: str, subject: str, text: str, headers: dict[str, str] | None = None) -> EmailMessage:
+    def message(
+        self, to: str, subject: str, text: str, headers: dict[str, str] | None = None, html: str | None = None
+    ) -> EmailMessage:
         # long header values (List-Unsubscribe URLs) must stay plain text, never RFC 2047 encoded words
         msg = EmailMessage(policy=policy.default.clone(max_line_length=998))
         extra = dict(headers or {})
@@ -56,7 +77,31 @@ class Mailer:
         for k, v in extra.items():
             msg[k] = v
         msg.set_content(text)
+        if html is not None:
+            msg.add_alternative(html, subtype="html")
         return msg
+
+    def bulk_message(
+        self, to: str, subject: str, text: str, headers: dict[str, str] | None = None, html: str | None = None
+    ) -> Message:
+        """The same message built with the standard library's ``email.mime`` classes (compat32 policy),
+        several times cheaper than ``message`` for campaigns: headers are stored as given (non-ASCII text
+        is RFC 2047-encoded, addresses stay readable), bodies are UTF-8 quoted-printable."""
+        body: Message
+        if html is None:
+            body = MIMEText(text, "plain", _QP)
+        else:
+            body = MIMEMultipart("alternative")
+            body.attach(MIMEText(text, "plain", _QP))
+            body.attach(MIMEText(html, "html", _QP))
+        extra = dict(headers or {})
+        body["From"] = _address(extra.pop("From", "") or self.sender)
+        body["To"] = _address(to)
+        body["Subject"] = _text_header(subject)
+        body["Message-ID"] = make_msgid(domain=self.sender.rpartition("@")[2] or None)
+        for k, v in extra.items():
+            body[k] = _text_header(v)
+        return body
 
     def send(self, to: str, subject: str, text: str, headers: dict[str, str] | None = None) -> str:
         """Send one plain-text message on a connection of its own; returns its Message-ID."""
@@ -94,8 +139,10 @@ class MailSession:
                 self.client.quit()
             self.client = None
 
-    def send(self, to: str, subject: str, text: str, headers: dict[str, str] | None = None) -> str:
-        msg = self.mailer.message(to, subject, text, headers)
+    def send(
+        self, to: str, subject: str, text: str, headers: dict[str, str] | None = None, html: str | None = None
+    ) -> str:
+        msg = self.mailer.bulk_message(to, subject, text, headers, html)
         for attempt in (1, 2):
             try:
                 if self.client is None:

@@ -484,6 +484,68 @@ privacy_budget_entries = Table(
     Index("ix_privacy_budget_entries_window", "dataset", "window"),
 )
 
+# Destinations: where channels other than SMTP deliver (signed webhooks, SMS providers, ad-platform
+# audiences). Each one's signing secret is a keyring entry (``destination:<id>``), wrapped by the master key.
+destinations = Table(
+    "destinations",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("kind", String(20), nullable=False),  # webhook | sms | ad_audience
+    Column("url", String(2000), nullable=False),
+    Column("purpose", String(40), nullable=True),  # what the destination's data is used for
+    Column("contact", String(10), nullable=False, default="none"),  # email | phone | none: what it gets
+    Column("created_ms", BigInteger, nullable=False),
+    Column("created_by", String(100), nullable=False),
+    Column("disabled_ms", BigInteger, nullable=True),
+)
+
+# Deliveries to destinations that failed after every retry (state ``dead``: the dead-letter queue) and
+# erasure notices waiting to go out. Message deliveries name the profile and hold no payload: a replay
+# decides again and renders again; erasure notices carry only the destination's pseudonymous ids.
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("destination_id", Integer, nullable=False),
+    Column("kind", String(12), nullable=False),  # message | erasure | audience
+    Column("campaign_id", Integer, nullable=True),
+    Column("subject_id", String(32), nullable=True, index=True),  # the profile (message deliveries)
+    Column("payload", Text, nullable=True),  # JSON without personal data (erasure notice, audience name)
+    Column("state", String(12), nullable=False),  # pending | delivered | dead | replayed | skipped
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("last_error", String(200), nullable=True),  # a status code or an exception type, never content
+    Column("created_ms", BigInteger, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+    Index("ix_deliveries_destination_state", "destination_id", "state"),
+)
+
+# Who each destination received data about (so an erasure reaches it), with the pseudonymous id it got.
+destination_recipients = Table(
+    "destination_recipients",
+    metadata,
+    Column("destination_id", Integer, primary_key=True),
+    Column("subject_id", String(32), primary_key=True),  # the profile id
+    Column("ref", String(64), nullable=False),  # the candorId the destination knows the person by
+    Column("first_ms", BigInteger, nullable=False),
+    Column("last_ms", BigInteger, nullable=False),
+    Index("ix_destination_recipients_subject", "subject_id"),
+)
+
+# Opens and clicks (recipients with analytics consent only), bounces and complaints, per campaign.
+engagements = Table(
+    "engagements",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("campaign_id", Integer, nullable=False),
+    Column("subject_id", String(32), nullable=False),  # the profile id
+    Column("kind", String(12), nullable=False),  # open | click | bounce | complaint
+    Column("ts_ms", BigInteger, nullable=False),
+    Column("detail", String(100), nullable=True),  # link number, bounce type: never personal data
+    Index("ix_engagements_campaign_kind", "campaign_id", "kind"),
+    Index("ix_engagements_subject_ts", "subject_id", "ts_ms"),
+)
+
 # Counters other processes watch: a change tells them to drop a cache (e.g. "shred" after erasures).
 markers = Table(
     "markers",
@@ -508,6 +570,9 @@ SUBJECT_TABLES: dict[str, str] = {
     "legal_holds": "subject_id",
     "segment_members": "subject_id",
     "sends": "subject_id",
+    "deliveries": "subject_id",
+    "destination_recipients": "subject_id",
+    "engagements": "subject_id",
 }
 
 # Further columns that also name a subject (a row about two people): erasure matches them too.

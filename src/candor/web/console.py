@@ -497,58 +497,7 @@ def _newest(rt: Any, after: int) -> list[dict[str, Any]]:
     return [{**e, "ts": iso_ms(e["ts_ms"])} for e in reversed(rows)]
 
 
-# -- segments and campaigns -------------------------------------------------------------------------------
-@router.get(
-    "/admin/segments",
-    dependencies=[Depends(SessionAuth("console", "segments:write"))],
-    response_class=Response,
-    responses=HTML,
-)
-def segments_page(request: Request) -> Response:
-    """Segments with their definition and, from the last refresh, size and who may be used per purpose."""
-    entry = _entry(request, "segments:write")
-    if isinstance(entry, Response):
-        return entry
-    staff, s = entry
-    rt = request.app.state.candor
-    rows = []
-    for seg in rt.segments.list():
-        runs = rt.segments.runs(seg["name"], limit=30)
-        chart = None
-        if runs:
-            last = runs[0]
-            breakdown = last.get("purposes") or {}
-            chart = bar_chart(
-                f"{seg['name']}: usable per purpose ({last.get('size', 0)} members)",
-                [(p, float(c.get("usable", 0))) for p, c in breakdown.items()],
-            )
-        rows.append({"name": seg["name"], "definition": seg["definition"], "runs": runs, "chart": chart})
-    return _render(request, staff, s, "console/segments.html", {"title": "Segments", "rows": rows})
-
-
-@router.get(
-    "/admin/campaigns",
-    dependencies=[Depends(SessionAuth("console", "campaigns:send"))],
-    response_class=Response,
-    responses=HTML,
-)
-def campaigns_page(request: Request) -> Response:
-    """Campaigns with their outcomes: sent, and skipped by reason (no consent, do-not-contact, caps)."""
-    entry = _entry(request, "campaigns:send")
-    if isinstance(entry, Response):
-        return entry
-    staff, s = entry
-    rt = request.app.state.candor
-    from candor.store.schema import campaigns as campaigns_t
-
-    with rt.store.engine.connect() as conn:
-        names = [n for (n,) in conn.execute(select(campaigns_t.c.name).order_by(campaigns_t.c.id))]
-    rows = []
-    for name in names:
-        report = rt.campaigns.report(name)
-        chart = bar_chart(f"{name}: outcomes", sorted(report["outcomes"].items())) if report["outcomes"] else None
-        rows.append({"report": report, "chart": chart})
-    return _render(request, staff, s, "console/campaigns.html", {"title": "Campaigns", "rows": rows})
+# -- segments and campaigns: web/console_campaigns.py -------------------------------------------
 
 
 # -- settings ------------------------------------------------------------------------------------------------

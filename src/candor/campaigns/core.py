@@ -1,181 +1,89 @@
 """Campaigns: the audience is decided at the moment of sending, one recipient at a time.
 
-A campaign names a segment, a channel and the purpose it serves (``marketing.email``). Sending walks
-the segment's profiles and, for each, in this order: a send already made (resuming never sends
-twice), consent for the purpose (``can_use``, which also covers restriction and objection), a
-contact address, the do-not-contact list, the frequency cap of the channel, quiet hours in the
-recipient's own time. Every recipient ends with one row in ``sends``: sent, failed, or skipped with
-the reason. Only recipients with ``personalization`` consent get the personalised template; the
-others get the generic one. Every email carries ``List-Unsubscribe`` (mailto and https) and
-``List-Unsubscribe-Post: List-Unsubscribe=One-Click`` (RFC 8058), and a footer with the sender's postal
-address. Templates run in Jinja2's sandbox and are rendered against sample profiles when the campaign
-is created, so a template error never leaves a campaign half sent.
+A campaign names a segment, a channel (campaigns/channels.py: email, SMS, webhook, or any other
+registered one) and the purpose it serves (``marketing.email``). Sending walks the segment's
+profiles and, for each, in this order: a send already made (resuming never sends twice), consent
+for the purpose (``can_use``, which also covers restriction and objection), what the channel checks
+beyond that (SMS: written proof), a contact address, the do-not-contact list, the frequency cap of
+the channel, quiet hours in the recipient's own time, the budget. Every recipient ends with one row
+in ``sends``: sent, failed, or skipped with the reason. Only recipients with ``personalization``
+consent get the personalised template; the others get the generic one. Templates run in Jinja2's
+sandbox (campaigns/templates.py) and are rendered against sample profiles when the campaign is
+created, so a template error never leaves a campaign half sent.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import time
-import zoneinfo
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from jinja2 import StrictUndefined, TemplateError
-from jinja2.sandbox import SandboxedEnvironment
 from sqlalchemy import and_, desc, func, select, update
 
-from candor import audit
-from candor.rights.mailer import MailError
+from candor import audit, normalize
+from candor.campaigns import channels, templates
+from candor.campaigns.caps import in_quiet_hours, local_time, parse_cap, parse_quiet
+from candor.campaigns.channels import Compose, DeliveryError, Outgoing
+from candor.campaigns.definition import CampaignError, Definition
+from candor.campaigns.destinations import Destinations
 from candor.store import now_ms
 from candor.store.schema import campaigns, events, identifiers, sends, sources, suppressions
 from candor.store.schema import subjects as subjects_t
 from candor.web.common import Signer
 
 log = logging.getLogger("candor.campaigns")
-CHANNELS = ("email",)
-SAMPLE_TRAITS: tuple[dict[str, Any], ...] = (
-    {},
-    {"firstName": "Ann", "lastName": "Lee", "email": "ann@example.com", "address": {"city": "Salem"}},
-    {"firstName": "Zoë", "interests": ["jazz", "crime"], "loyaltyTier": "gold"},
-)
 UNSUBSCRIBE_TTL_MS = 400 * 86_400_000
-RETRIES = 3
-
-
-class CampaignError(Exception):
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def parse_cap(text: str) -> tuple[int, int]:
-    """``3/7d`` -> (3 messages, 7 days in ms)."""
-    try:
-        n, _, window = text.partition("/")
-        if not window.endswith("d"):
-            raise ValueError
-        return int(n), int(window[:-1]) * 86_400_000
-    except ValueError:
-        raise CampaignError(f"a frequency cap looks like '3/7d', not {text!r}") from None
-
-
-def parse_quiet(text: str) -> tuple[dt.time, dt.time] | None:
-    if not text:
-        return None
-    try:
-        a, b = text.split("-")
-        return dt.time.fromisoformat(a.strip()), dt.time.fromisoformat(b.strip())
-    except ValueError:
-        raise CampaignError(f"quiet hours look like '21:00-08:00', not {text!r}") from None
-
-
-def in_quiet_hours(local: dt.time, quiet: tuple[dt.time, dt.time]) -> bool:
-    start, end = quiet
-    if start <= end:
-        return start <= local < end
-    return local >= start or local < end
-
-
-_ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
-_LENIENT = SandboxedEnvironment(autoescape=False)
-_TEMPLATES: dict[tuple[int, str], Any] = {}
-
-
-def _compiled(env: SandboxedEnvironment, text: str) -> Any:
-    """Templates compile once per process (compiling costs more than rendering)."""
-    key = (id(env), text)
-    tpl = _TEMPLATES.get(key)
-    if tpl is None:
-        if len(_TEMPLATES) > 256:
-            _TEMPLATES.clear()
-        tpl = _TEMPLATES[key] = env.from_string(text)
-    return tpl
-
-
-@dataclass
-class Definition:
-    name: str
-    segment: str
-    channel: str
-    purpose: str
-    subject: str
-    template: str
-    generic_template: str
-    sender: str
-    postal_address: str
-    cost_per_message: float = 0.0
-    budget: float | None = None
-
-    @classmethod
-    def parse(cls, raw: dict[str, Any], purposes: set[str]) -> Definition:
-        if not isinstance(raw, dict):
-            raise CampaignError("a campaign is a JSON object")
-        unknown = set(raw) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise CampaignError(f"unknown field(s): {', '.join(sorted(unknown))}")
-        for key in ("name", "segment", "subject", "template", "generic_template", "sender", "postal_address"):
-            v = raw.get(key)
-            if not isinstance(v, str) or not v.strip() or len(v) > (20_000 if "template" in key else 500):
-                raise CampaignError(f"{key}: required text (templates up to 20,000 characters, others 500)")
-        channel = raw.get("channel", "email")
-        if channel not in CHANNELS:
-            raise CampaignError(f"channel: one of {', '.join(CHANNELS)}")
-        purpose = raw.get("purpose", f"marketing.{channel}")
-        if purpose not in purposes:
-            raise CampaignError(f"purpose: unknown purpose {purpose!r}")
-        for key in ("cost_per_message", "budget"):
-            v = raw.get(key)
-            if v is not None and (not isinstance(v, int | float) or isinstance(v, bool) or v < 0):
-                raise CampaignError(f"{key}: a number ≥ 0")
-        return cls(
-            name=raw["name"].strip(),
-            segment=raw["segment"],
-            channel=channel,
-            purpose=purpose,
-            subject=raw["subject"],
-            template=raw["template"],
-            generic_template=raw["generic_template"],
-            sender=raw["sender"],
-            postal_address=raw["postal_address"],
-            cost_per_message=float(raw.get("cost_per_message") or 0.0),
-            budget=float(raw["budget"]) if raw.get("budget") is not None else None,
-        )
-
-    def check_templates(self) -> None:
-        """Render every template against sample profiles; any error refuses the campaign."""
-        for where, text, personal in (
-            ("subject", self.subject, False),
-            ("template", self.template, True),
-            ("generic_template", self.generic_template, False),
-        ):
-            try:
-                tpl = _LENIENT.from_string(text) if personal else _ENV.from_string(text)
-                for traits in SAMPLE_TRAITS if personal else ({},):
-                    tpl.render(traits=traits, first_name=traits.get("firstName", ""))
-            except TemplateError as exc:
-                raise CampaignError(f"{where}: {type(exc).__name__}: {exc}") from None
+BATCH = 200
 
 
 class Campaigns:
     def __init__(self, rt: Any) -> None:
         self.rt = rt
         s = rt.settings
-        self.cap = parse_cap(s.email_frequency_cap)
+        self.caps = {"email": parse_cap(s.email_frequency_cap)}
+        self.caps.update({ch: parse_cap(cap) for ch, cap in s.frequency_cap_map.items()})
         self.quiet = parse_quiet(s.quiet_hours)
         self.quiet_channels = {c.strip() for c in s.quiet_hours_channels.split(",") if c.strip()}
         self.now = now_ms  # the clock sends are decided by (tests pin it)
+        self.destinations = Destinations(rt)
+        from candor.campaigns import export
+
+        export.register()
+        from candor.campaigns.audiences import Audiences
+
+        self.audiences = Audiences(rt)
+        erasure = getattr(getattr(rt, "rights", None), "erasure", None)
+        if erasure is not None:  # an erasure reaches every destination that received the person's data
+            erasure.hooks.append(self.destinations.notify_erasure)
+            erasure.after.append(self.destinations.flush)
+
+    @property
+    def cap(self) -> tuple[int, int]:
+        """The email frequency cap (messages, window in ms)."""
+        return self.caps["email"]
+
+    @cap.setter
+    def cap(self, value: tuple[int, int]) -> None:
+        self.caps["email"] = value
+
+    def cost_of(self, d: Definition) -> float:
+        if d.cost_per_message is not None:
+            return d.cost_per_message
+        return float(self.rt.settings.channel_cost_map.get(d.channel, 0.0))
 
     # -- definitions ---------------------------------------------------------------------------
     def create(self, raw: dict[str, Any], *, actor: str) -> dict[str, Any]:
         d = Definition.parse(raw, set(self.rt.taxonomy.names()))
         d.check_templates()
+        channel = channels.get(d.channel)
+        channel.validate(self.rt, d)
         seg = self.rt.segments.get(d.segment)
         if seg is None:
             raise CampaignError(f"segment: no segment named {d.segment!r}", 404)
+        stored = {**raw, "purpose": d.purpose, "cost_per_message": self.cost_of(d)}
         with self.rt.store.write() as conn:
             exists = conn.execute(select(campaigns.c.id).where(campaigns.c.name == d.name)).scalar()
             if exists is not None:
@@ -187,15 +95,21 @@ class Campaigns:
                     "segment_id": int(seg["id"]),
                     "channel": d.channel,
                     "purpose": d.purpose,
-                    "definition": orjson.dumps(raw).decode(),
+                    "definition": orjson.dumps(stored).decode(),
                     "state": "draft",
                     "created_ms": now_ms(),
                     "created_by": actor[:100],
                 },
             )
             cid = int(res.inserted_primary_key[0])
-            audit.record(conn, actor, "campaign.created", target=f"campaign:{cid}", details={"purpose": d.purpose})
-        return {"id": cid, "name": d.name, "state": "draft"}
+            audit.record(
+                conn,
+                actor,
+                "campaign.created",
+                target=f"campaign:{cid}",
+                details={"purpose": d.purpose, "channel": d.channel},
+            )
+        return {"id": cid, "name": d.name, "state": "draft", "channel": d.channel}
 
     def _load(self, name: str) -> tuple[int, Definition, str]:
         with self.rt.store.engine.connect() as conn:
@@ -207,6 +121,24 @@ class Campaigns:
             Definition.parse(orjson.loads(row["definition"]), set(self.rt.taxonomy.names())),
             row["state"],
         )
+
+    def _load_id(self, cid: int) -> Definition:
+        with self.rt.store.engine.connect() as conn:
+            text = conn.execute(select(campaigns.c.definition).where(campaigns.c.id == cid)).scalar()
+        if text is None:
+            raise CampaignError(f"no campaign {cid}", 404)
+        return Definition.parse(orjson.loads(text), set(self.rt.taxonomy.names()))
+
+    def names(self) -> list[dict[str, Any]]:
+        with self.rt.store.engine.connect() as conn:
+            return [
+                dict(r)
+                for r in conn.execute(
+                    select(campaigns.c.name, campaigns.c.channel, campaigns.c.purpose, campaigns.c.state).order_by(
+                        campaigns.c.id
+                    )
+                ).mappings()
+            ]
 
     # -- recipients ----------------------------------------------------------------------------
     def _timezone(self, members: list[str], conn: Any) -> str | None:
@@ -225,11 +157,12 @@ class Campaigns:
         self, cid: int, d: Definition, profiles: list[str], conn: Any, now: int
     ) -> list[tuple[str, str, dict[str, Any] | None]]:
         """Why each profile may not receive the message now (``skipped:<reason>``), or ``send``: the checks in
-        order (already sent, consent, address, do-not-contact, frequency cap, quiet hours), one query per
-        check for the whole batch."""
-        from candor import normalize
+        order (already sent, consent, the channel's own check, address, do-not-contact, frequency cap, quiet
+        hours), one query per check for the whole batch."""
         from candor.store.schema import profile_subjects
 
+        channel = channels.get(d.channel)
+        contact = channel.contact_for(self.rt, d)
         done = dict(
             conn.execute(
                 select(sends.c.subject_id, sends.c.outcome).where(
@@ -259,7 +192,7 @@ class Campaigns:
             )
         ):
             member_hashes.setdefault(owner[sid], []).append(h)
-        limit, window = self.cap
+        limit, window = self.caps.get(d.channel, (10**9, 86_400_000))
         recent: Counter[str] = Counter()
         for sid, n in conn.execute(
             select(sends.c.subject_id, func.count())
@@ -274,12 +207,24 @@ class Campaigns:
             .group_by(sends.c.subject_id)
         ):
             recent[owner[sid]] += int(n)
-        addresses = {p: normalize.email(traits_of.get(p, {}).get("email")) for p in profiles}
-        all_hashes = {p: [self.rt.vault.contact_hash("email", a)] if a else [] for p, a in addresses.items()}
+        region = self.rt.settings.default_phone_region
+        addresses: dict[str, str | None] = {}
+        for p in profiles:
+            value = traits_of.get(p, {}).get(contact) if contact else None
+            if contact == "email":
+                addresses[p] = normalize.email(value)
+            elif contact == "phone":
+                addresses[p] = normalize.phone(value, region)
+            else:
+                addresses[p] = None
+        all_hashes = {
+            p: [self.rt.vault.contact_hash(contact, a)] if (a and contact) else [] for p, a in addresses.items()
+        }
         for p, hs in member_hashes.items():
             all_hashes[p].extend(hs)
         flat = sorted({h for hs in all_hashes.values() for h in hs})
-        suppressed = self._suppressed_hashes(d.channel, flat, conn)
+        suppressed = self._suppressed_hashes(channel.suppression_channel(self.rt, d), flat, conn)
+        tracked_channel = d.channel == "email"
         out: list[tuple[str, str, dict[str, Any] | None]] = []
         for p in profiles:
             if done.get(p) in ("sent", "sending"):
@@ -290,7 +235,11 @@ class Campaigns:
                 reason = "skipped:restricted" if "restricted" in " ".join(decision.reasons) else "skipped:no_consent"
                 out.append((p, reason, None))
                 continue
-            if addresses[p] is None:
+            extra = channel.check(self.rt, conn, p, d)
+            if extra is not None:
+                out.append((p, extra, None))
+                continue
+            if contact and addresses[p] is None:
                 out.append((p, "skipped:no_address", None))
                 continue
             if any(h in suppressed for h in all_hashes[p]):
@@ -299,18 +248,19 @@ class Campaigns:
             if recent[p] >= limit:
                 out.append((p, "skipped:frequency_cap", None))
                 continue
-            if self.quiet is not None and d.channel in self.quiet_channels:
-                tz = self._timezone(groups[p], conn) or "UTC"
-                try:
-                    local = dt.datetime.fromtimestamp(now / 1000, tz=zoneinfo.ZoneInfo(tz)).time()
-                except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-                    local = dt.datetime.fromtimestamp(now / 1000, tz=dt.UTC).time()
-                if in_quiet_hours(local, self.quiet):
-                    out.append((p, "skipped:quiet_hours", None))
-                    continue
+            if (
+                self.quiet is not None
+                and d.channel in self.quiet_channels
+                and in_quiet_hours(local_time(now, self._timezone(groups[p], conn)), self.quiet)
+            ):
+                out.append((p, "skipped:quiet_hours", None))
+                continue
             personal = self.rt.consent.can_use(p, "personalization", conn=conn).allowed
+            tracked = tracked_channel and self.rt.consent.can_use(p, "analytics", conn=conn).allowed
             traits = traits_of.get(p, {}) if personal else {}
-            out.append((p, "send", {"address": addresses[p], "traits": traits, "personal": personal}))
+            out.append(
+                (p, "send", {"address": addresses[p], "traits": traits, "personal": personal, "tracked": tracked})
+            )
         return out
 
     def _suppressed_hashes(self, channel: str, hashes: list[str], conn: Any) -> set[str]:
@@ -329,27 +279,33 @@ class Campaigns:
         return found
 
     # -- rendering -----------------------------------------------------------------------------
-    def unsubscribe_token(self, profile: str, cid: int, channel: str) -> str:
-        return Signer(self.rt.vault).sign("unsubscribe", {"s": profile, "c": cid, "ch": channel}, UNSUBSCRIBE_TTL_MS)
+    def unsubscribe_token(self, profile: str, cid: int, channel: str, purpose: str | None = None) -> str:
+        payload: dict[str, Any] = {"s": profile, "c": cid, "ch": channel}
+        if purpose is not None:
+            payload["p"] = purpose
+        return Signer(self.rt.vault).sign("unsubscribe", payload, UNSUBSCRIBE_TTL_MS)
 
-    def render(self, cid: int, d: Definition, profile: str, info: dict[str, Any]) -> tuple[str, str, dict[str, str]]:
+    def render(self, cid: int, d: Definition, profile: str, info: dict[str, Any]) -> Outgoing:
+        """The message for one recipient: the template (campaigns/templates.py), framed by the channel."""
+        channel = channels.get(d.channel)
         base = self.rt.settings.public_url.rstrip("/")
-        token = self.unsubscribe_token(profile, cid, d.channel)
-        url = f"{base}/v1/unsubscribe/{token}"
-        sender_domain = d.sender.rpartition("@")[2].rstrip(">") or "candor.invalid"
-        text_tpl = d.template if info["personal"] else d.generic_template
-        traits = info["traits"]
-        body = _compiled(_LENIENT, text_tpl).render(traits=traits, first_name=traits.get("firstName", ""))
-        subject = _compiled(_ENV, d.subject).render(traits={}, first_name="")
-        footer = (
-            f"\n\n--\n{d.postal_address}\nYou receive this because you agreed to {d.purpose}. "
-            f"Unsubscribe in one click: {url}\n"
+        token = self.unsubscribe_token(profile, cid, channel.suppression_channel(self.rt, d), d.purpose)
+        personal = bool(info["personal"])
+        body = templates.render_body(d.template if personal else d.generic_template, info["traits"], personal)
+        return channel.compose(
+            self.rt,
+            Compose(
+                campaign_id=cid,
+                definition=d,
+                profile=profile,
+                address=info.get("address"),
+                subject=templates.render_subject(d.subject),
+                body=body,
+                personal=personal,
+                tracked=bool(info.get("tracked")),
+                unsubscribe_url=f"{base}/v1/unsubscribe/{token}",
+            ),
         )
-        headers = {
-            "List-Unsubscribe": f"<mailto:unsubscribe@{sender_domain}?subject=unsubscribe-{cid}>, <{url}>",
-            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-        }
-        return subject, body + footer, headers
 
     def preview(self, name: str) -> dict[str, Any]:
         cid, d, state = self._load(name)
@@ -358,31 +314,39 @@ class Campaigns:
         counts: Counter[str] = Counter()
         sample: dict[str, str] = {}
         with self.rt.store.engine.connect() as conn:
-            for i in range(0, len(members), 200):
-                for profile, outcome, info in self.decide_many(cid, d, members[i : i + 200], conn, now):
+            for i in range(0, len(members), BATCH):
+                for profile, outcome, info in self.decide_many(cid, d, members[i : i + BATCH], conn, now):
                     if outcome == "send" and info is not None:
                         variant = "personalised" if info["personal"] else "generic"
                         counts[f"send:{variant}"] += 1
                         if variant not in sample:
-                            sample[variant] = self.render(cid, d, profile, {**info, "traits": {}})[1][:2000]
+                            shown = {**info, "traits": {}, "tracked": False, "address": None}
+                            sample[variant] = self.render(cid, d, profile, shown).text[:2000]
                     else:
                         counts[outcome] += 1
-        return {"campaign": name, "state": state, "members": len(members), "outcomes": dict(counts), "sample": sample}
+        return {
+            "campaign": name,
+            "state": state,
+            "channel": d.channel,
+            "members": len(members),
+            "outcomes": dict(counts),
+            "sample": sample,
+        }
 
     # -- sending -------------------------------------------------------------------------------
     def send(self, name: str, *, actor: str) -> dict[str, Any]:
         cid, d, _ = self._load(name)
-        if not self.rt.mailer.configured:
-            raise CampaignError("no mail server is configured (CANDOR_SMTP_URL)", 503)
-        with self.rt.store.write() as conn:
-            conn.execute(update(campaigns).where(campaigns.c.id == cid).values(state="sending"))
-            audit.record(conn, actor, "campaign.send", target=f"campaign:{cid}")
-        members = self.rt.segments.evaluate(d.segment)
-        counts: Counter[str] = Counter()
-        spent = 0.0
-        started = time.perf_counter()
-        with self.rt.mailer.session() as mail:
-            spent = self._send_all(cid, d, members, mail, counts)
+        sender = channels.get(d.channel).open(self.rt, d)  # refuses before anything is marked (no mail server)
+        try:
+            with self.rt.store.write() as conn:
+                conn.execute(update(campaigns).where(campaigns.c.id == cid).values(state="sending"))
+                audit.record(conn, actor, "campaign.send", target=f"campaign:{cid}")
+            members = self.rt.segments.evaluate(d.segment)
+            counts: Counter[str] = Counter()
+            started = time.perf_counter()
+            spent = self._send_all(cid, d, members, sender, counts)
+        finally:
+            sender.close()
         final = "failed" if counts["failed"] else "sent"
         with self.rt.store.write() as conn:
             conn.execute(update(campaigns).where(campaigns.c.id == cid).values(state=final, sent_ms=now_ms()))
@@ -395,25 +359,45 @@ class Campaigns:
             "seconds": round(time.perf_counter() - started, 3),
         }
 
-    def _send_all(self, cid: int, d: Definition, members: list[str], mail: Any, counts: Counter[str]) -> float:
+    def resend(self, cid: int, profiles: list[str]) -> dict[str, int]:
+        """Send a campaign again to some of its recipients (a dead-letter replay): decided again now."""
+        d = self._load_id(cid)
+        sender = channels.get(d.channel).open(self.rt, d)
+        counts: Counter[str] = Counter()
+        try:
+            self._send_all(cid, d, sorted(set(profiles)), sender, counts)
+        finally:
+            sender.close()
+        return dict(counts)
+
+    def _spent(self, cid: int, d: Definition) -> float:
+        with self.rt.store.engine.connect() as conn:
+            n = conn.execute(
+                select(func.count()).where(and_(sends.c.campaign_id == cid, sends.c.outcome == "sent"))
+            ).scalar()
+        return int(n or 0) * self.cost_of(d)
+
+    def _send_all(self, cid: int, d: Definition, members: list[str], sender: Any, counts: Counter[str]) -> float:
         """Decide for 200 recipients at a time; mark a batch ``sending`` before the first message leaves and
         record the outcomes after it: a crash mid-batch leaves ``sending`` rows that a resume never sends
-        again (at most once), and failed messages are retried by a resume."""
-        spent = 0.0
-        for i in range(0, len(members), 200):
+        again (at most once), and failed messages are retried by a resume (or a dead-letter replay)."""
+        cost = self.cost_of(d)
+        spent = self._spent(cid, d)  # what earlier runs of this campaign spent counts against the budget
+        dest = self.destinations.get(d.destination) if channels.get(d.channel).destination_kind else None
+        for i in range(0, len(members), BATCH):
             now = self.now()
             with self.rt.store.engine.connect() as conn:
-                decided = self.decide_many(cid, d, members[i : i + 200], conn, now)
+                decided = self.decide_many(cid, d, members[i : i + BATCH], conn, now)
             skipped: list[tuple[str, str]] = []
             to_send: list[tuple[str, dict[str, Any]]] = []
             for profile, outcome, info in decided:
                 if outcome == "already_sent":
                     counts["already_sent"] += 1
                 elif outcome == "send" and info is not None:
-                    if d.budget is not None and spent + d.cost_per_message > d.budget:
+                    if d.budget is not None and spent + cost > d.budget + 1e-9:
                         skipped.append((profile, "skipped:budget"))
                     else:
-                        spent += d.cost_per_message
+                        spent += cost
                         to_send.append((profile, info))
                 else:
                     skipped.append((profile, outcome))
@@ -421,20 +405,37 @@ class Campaigns:
             rows += [(p, "sending", None, None, 0) for p, _ in to_send]
             self._log_many(cid, d.channel, rows)
             results = []
+            dead: list[tuple[str, int, str]] = []
             for profile, info in to_send:
-                subject, body, headers = self.render(cid, d, profile, info)
-                variant = "personalised" if info["personal"] else "generic"
-                message_id, attempts = None, 0
-                for attempts in range(1, RETRIES + 1):
-                    try:
-                        message_id = mail.send(info["address"], subject, body, headers={"From": d.sender, **headers})
-                        break
-                    except MailError:
-                        time.sleep(0.2 * attempts)
-                if message_id is None:
-                    spent -= d.cost_per_message
-                results.append((profile, "sent" if message_id else "failed", variant, message_id, attempts))
+                message = self.render(cid, d, profile, info)
+                message_id = None
+                try:
+                    message_id = sender.deliver(message)
+                except DeliveryError as exc:
+                    spent -= cost
+                    dead.append((profile, sender.attempts, str(exc)))
+                results.append(
+                    (profile, "sent" if message_id else "failed", message.variant, message_id, sender.attempts)
+                )
             self._log_many(cid, d.channel, results)
+            if dest is not None:
+                delivered = [p for p, o, *_ in results if o == "sent"]
+                refs = self.destinations.refs(dest.id, delivered)
+                with self.rt.store.write() as conn:
+                    self.destinations.remember(conn, dest.id, refs)
+                    self.destinations.resolved(conn, dest.id, cid, delivered)
+                    self.destinations.resolved(conn, dest.id, cid, [p for p, _ in skipped], "skipped")
+                    for profile, attempts, error in dead:
+                        self.destinations.dead(
+                            conn,
+                            dest.id,
+                            "message",
+                            campaign_id=cid,
+                            profile=profile,
+                            payload=None,
+                            attempts=attempts,
+                            error=error,
+                        )
             for _, outcome in skipped:
                 counts[outcome] += 1
             for r in results:
@@ -474,36 +475,11 @@ class Campaigns:
                 ],
             )
 
-    def _log(
-        self, cid: int, profile: str, outcome: str, variant: str | None, channel: str, mid: str | None, attempts: int
-    ) -> None:
-        stmt = self.rt.store.insert(sends)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["campaign_id", "subject_id"],
-            set_={
-                "outcome": stmt.excluded.outcome,
-                "variant": stmt.excluded.variant,
-                "ts_ms": stmt.excluded.ts_ms,
-                "message_id": stmt.excluded.message_id,
-                "attempts": sends.c.attempts + stmt.excluded.attempts,
-            },
-        )
-        with self.rt.store.write() as conn:
-            conn.execute(
-                stmt,
-                {
-                    "campaign_id": cid,
-                    "subject_id": profile,
-                    "outcome": outcome,
-                    "variant": variant,
-                    "channel": channel,
-                    "ts_ms": self.now(),
-                    "message_id": mid,
-                    "attempts": attempts,
-                },
-            )
-
+    # -- reporting -----------------------------------------------------------------------------
     def report(self, name: str) -> dict[str, Any]:
+        """Outcomes (sent, failed, skipped by reason), variants, engagement, spend, conversions and ROI."""
+        from candor.campaigns import spend
+
         cid, d, state = self._load(name)
         with self.rt.store.engine.connect() as conn:
             rows = conn.execute(
@@ -518,14 +494,30 @@ class Campaigns:
             if outcome == "sent" and variant:
                 variants[variant] += n
         sent = outcomes.get("sent", 0)
+        cost = self.cost_of(d)
+        total = round(sent * cost, 4)
+        window = d.conversion_window_days or self.rt.settings.conversion_window_days
+        result = spend.attribute(self.rt, cid, window)
+        roi = round((result["revenue"] - total) / total, 4) if total > 0 else None
         return {
             "campaign": name,
             "state": state,
+            "channel": d.channel,
             "purpose": d.purpose,
             "outcomes": dict(outcomes),
             "variants": dict(variants),
-            "spend": round(sent * d.cost_per_message, 4),
+            "engagement": spend.engagement(self.rt, cid),
+            "cost_per_message": cost,
+            "spend": total,
             "budget": d.budget,
+            "conversions": result["conversions"],
+            "revenue": round(result["revenue"], 2),
+            "roi": roi,
+            "attribution": {
+                "model": "last touch (a send or a click)",
+                "event": self.rt.settings.conversion_event,
+                "window_days": window,
+            },
         }
 
     # -- unsubscribe ---------------------------------------------------------------------------
@@ -538,7 +530,10 @@ class Campaigns:
         except BadToken:
             raise CampaignError("this unsubscribe link is not valid", 404) from None
         profile, channel = str(payload["s"]), str(payload.get("ch", "email"))
-        purpose = f"marketing.{channel}"
+        purpose = str(payload.get("p") or f"marketing.{channel}")
+        id_types = {"email": ["email"], "sms": ["phone"], "phone": ["phone"], "post": ["address"]}.get(
+            channel, ["email", "phone"]
+        )
         with self.rt.store.write() as conn:
             members = self.rt.identity.members(profile, conn)
             alive = list(
@@ -556,7 +551,7 @@ class Campaigns:
                 select(identifiers.c.id_type, identifiers.c.contact_hash).where(
                     identifiers.c.subject_id.in_(members),
                     identifiers.c.contact_hash.is_not(None),
-                    identifiers.c.id_type == "email",
+                    identifiers.c.id_type.in_(id_types),
                 )
             ).all()
             for id_type, h in hashes:
