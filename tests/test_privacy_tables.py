@@ -30,6 +30,8 @@ NOT_ABOUT_A_SUBJECT = {
     "data_dictionary": "declared field names, categories and retention per source",
     "source_policies": "what each source does with undeclared personal data",
     "privacy_findings": "field names, guessed categories and counts; never a value",
+    "privacy_budget": "epsilon spent per dataset and month (aggregates)",
+    "privacy_budget_entries": "epsilon spent per release, with the staff actor",
     "destinations": "webhook, SMS provider and ad-platform endpoints (their secrets are keyring entries)",
 }
 

@@ -33,6 +33,7 @@ from candor.http import JSON, error
 from candor.identity.resolve import Resolver
 from candor.identity.service import Identity, IdentityError, identity_rules
 from candor.ingest import Ingestor, Work
+from candor.insights.reports import InsightError
 from candor.profiles import Profiles
 from candor.rights.mailer import Mailer
 from candor.rights.processing import Processor
@@ -81,7 +82,9 @@ class Runtime:
             privacy=WriterHooks(self.consent, self.inbox),
         )
         self.suppressions = Suppressions(self.store, self.vault, settings.default_phone_region)
-        self.analytics = Analytics(self.store)
+        from candor.rights.erasure import JOURNAL
+
+        self.analytics = Analytics(self.store, lake_dir=settings.analytics_path, journal=settings.data_dir / JOURNAL)
         self.profiles = Profiles(
             self.store,
             self.vault,
@@ -97,8 +100,13 @@ class Runtime:
         self.rights = Processor(self)
         self.segments = Segments(self)
         self.campaigns = Campaigns(self)
+        from candor.insights.reports import Insights
+
+        self.insights = Insights(self)
         # an erased person in a database restored from an older backup is erased again, now
         self.rights.erasure.reapply()
+        if self.analytics.lake is not None:  # and from analytics files restored from an older backup
+            self.analytics.lake.apply_journal()
         self.checkpoints = audit.Checkpoints(self.store, self.vault, settings.data_dir)
         self.limits = RateLimits(settings)
         self._validators: dict[int, tuple[Any, Validator]] = {}
@@ -142,6 +150,19 @@ class Runtime:
     def close(self) -> None:
         self.ingestor.stop()
         self.store.dispose()
+
+
+async def _refresh_analytics_every(rt: Runtime, seconds: int) -> None:
+    """Keep the analytics store current on a schedule (queries also refresh it before they run)."""
+    if seconds <= 0 or rt.analytics.lake is None:
+        return
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            await loop.run_in_executor(None, rt.analytics.lake.refresh)
+        except Exception as exc:  # noqa: BLE001 - retried at the next tick
+            log.warning("analytics refresh failed: %s", type(exc).__name__)
 
 
 async def _checkpoint_every(rt: Runtime, seconds: int) -> None:
@@ -224,9 +245,11 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         from candor import retention
 
         keeper = asyncio.create_task(retention.every(rt, settings.retention_seconds))
+        refresher = asyncio.create_task(_refresh_analytics_every(rt, settings.analytics_refresh_seconds))
         yield
         keeper.cancel()
         ticker.cancel()
+        refresher.cancel()
         await asyncio.get_running_loop().run_in_executor(None, rt.ingestor.stop)
         if runtime is None:
             rt.store.dispose()
@@ -279,6 +302,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     from candor import privacy_api
 
     app.include_router(privacy_api.router)
+    from candor import insights_api
+
+    app.include_router(insights_api.router)
     from candor.web import assets, console, preferences
 
     app.include_router(assets.router)
@@ -287,6 +313,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     from candor.web import privacy_console
 
     app.include_router(privacy_console.router)
+    from candor.web import insights_page
+
+    app.include_router(insights_page.router)
     from candor.web import console_campaigns
 
     app.include_router(console_campaigns.router)
@@ -334,6 +363,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _campaign(_: Request, exc: CampaignError) -> Response:
         codes = {404: "not_found", 409: "conflict", 502: "destination_failed", 503: "unavailable"}
         return error(exc.status, codes.get(exc.status, "invalid_campaign"), str(exc))
+
+    @app.exception_handler(InsightError)
+    async def _insight(_: Request, exc: InsightError) -> Response:
+        return error(exc.status, exc.code, str(exc))
 
     @app.exception_handler(RightsError)
     async def _rights(_: Request, exc: RightsError) -> Response:

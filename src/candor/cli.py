@@ -1031,3 +1031,15 @@ from candor.privacy_cli import dictionary_app, inbox_app  # noqa: E402 - mounted
 
 app.add_typer(dictionary_app, name="dictionary")
 app.add_typer(inbox_app, name="inbox")
+
+
+# -- analytics store (lake_cli.py) -----------------------------------------------------------------
+from candor.lake_cli import app as _analytics_app  # noqa: E402 - mounted after `opened` exists
+
+app.add_typer(_analytics_app, name="analytics")
+
+
+# -- insights (insights_cli.py) ----------------------------------------------------------------------
+from candor.insights_cli import app as _insights_app  # noqa: E402 - mounted after `opened` exists
+
+app.add_typer(_insights_app, name="insights")

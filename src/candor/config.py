@@ -93,6 +93,12 @@ class Settings:
     pii_patterns_file: str = field(default="", metadata={"env": "CANDOR_PII_PATTERNS"})
     pii_field_names: str = field(default="", metadata={"env": "CANDOR_PII_FIELD_NAMES"})
     pii_phone_regions: str = field(default="US,GB,DE,FR,ES,IT,IN,BR", metadata={"env": "CANDOR_PII_PHONE_REGIONS"})
+    analytics_dir: str = field(default="", metadata={"env": "CANDOR_ANALYTICS_DIR"})
+    analytics_refresh_seconds: int = field(default=60, metadata={"env": "CANDOR_ANALYTICS_REFRESH_SECONDS"})
+    insights_min_profiles: int = field(default=50, metadata={"env": "CANDOR_INSIGHTS_MIN_PROFILES"})
+    source_channels: str = field(default="", metadata={"env": "CANDOR_SOURCE_CHANNELS"})
+    dp_epsilon_per_month: float = field(default=1.0, metadata={"env": "CANDOR_DP_EPSILON_PER_MONTH"})
+    dp_epsilon_per_request: float = field(default=0.5, metadata={"env": "CANDOR_DP_EPSILON_PER_REQUEST"})
     frequency_caps: str = field(default="sms=2/7d,webhook=3/7d", metadata={"env": "CANDOR_FREQUENCY_CAPS"})
     channel_costs: str = field(default="", metadata={"env": "CANDOR_CHANNEL_COSTS"})
     webhook_attempts: int = field(default=5, metadata={"env": "CANDOR_WEBHOOK_ATTEMPTS"})
@@ -177,6 +183,22 @@ class Settings:
                 raise ConfigError(f"{env}={value!r}: no such file")
         if not 1 <= self.workers <= 64:
             raise ConfigError("CANDOR_WORKERS must be between 1 and 64")
+        if self.insights_min_profiles < 11:
+            raise ConfigError(
+                "CANDOR_INSIGHTS_MIN_PROFILES must be at least 11: smaller groups of people are never released"
+            )
+        if not 0 < self.dp_epsilon_per_request <= 10 or not 0 < self.dp_epsilon_per_month <= 100:
+            raise ConfigError(
+                "CANDOR_DP_EPSILON_PER_REQUEST must be in (0, 10] and CANDOR_DP_EPSILON_PER_MONTH in (0, 100]"
+            )
+        from candor.insights.views import parse_source_channels
+
+        try:
+            parse_source_channels(self.source_channels)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if self.analytics_refresh_seconds < 0:
+            raise ConfigError("CANDOR_ANALYTICS_REFRESH_SECONDS must be 0 (no schedule) or more")
         if self.body_timeout_seconds < 1:
             raise ConfigError("CANDOR_BODY_TIMEOUT_SECONDS must be at least 1")
         self.identity_limit_map  # noqa: B018 - parses, raising ConfigError on a bad value
@@ -268,6 +290,11 @@ class Settings:
                 )
             out[name.strip()] = value
         return out
+
+    @property
+    def analytics_path(self) -> Path:
+        """Where the analytics store (Parquet) lives: CANDOR_ANALYTICS_DIR, else ``analytics`` in the data dir."""
+        return Path(self.analytics_dir) if self.analytics_dir else self.data_dir / "analytics"
 
     @property
     def frequency_cap_map(self) -> dict[str, str]:

@@ -37,6 +37,9 @@ DEFAULT_PERSONAL_PROPERTIES = frozenset(
         "url",
         "referrer",
         "search",
+        # free text a person writes (survey comments, reviews): it can say anything about them
+        "comment",
+        "comments",
     }
 )
 # Context keys kept in clear for analytics; everything else in context (ip, userAgent, device ids,

@@ -36,7 +36,7 @@ import orjson
 from sqlalchemy import and_, desc, select, update
 
 from candor import audit
-from candor.consent.audience import build_sql
+from candor.consent.audience import build_sql, profile_level
 from candor.events import DEFAULT_PERSONAL_PROPERTIES
 from candor.profiles import TRAIT_SCAN, survive
 from candor.store import now_ms
@@ -64,7 +64,13 @@ KEY = re.compile(r"[A-Za-z0-9_]{1,64}")
 EVENT_TYPES = ("track", "page", "screen", "identify", "group", "alias")
 COMPARATORS = {"gte": ">=", "gt": ">", "lte": "<=", "lt": "<", "eq": "="}
 METRICS = ("count", "sum", "avg", "distinct_days")
-KINDS = ("event", "last_seen", "trait", "loyalty_tier", "consent", "segment", "not", "all", "any")
+KINDS = (
+    *("event", "last_seen", "trait", "loyalty_tier", "consent", "segment", "not", "all", "any"),
+    *("rfm", "cohort", "clv"),
+)
+RFM_NAMES = ("champions", "loyal", "potential", "new", "at_risk", "hibernating", "lost")  # as insights/reports.py
+MAX_HORIZON_MONTHS = 120
+COHORT = re.compile(r"(19|20)\d\d-(0[1-9]|1[0-2])")
 TRAIT_OPS = ("equals", "in", "contains", "exists", "gte", "gt", "lte", "lt")
 LOYALTY_TRAIT = "loyaltyTier"  # fed by the loyalty programme (loyalty.py, to come)
 # Traits that identify a person on their own: a definition may only test that they exist (or, for
@@ -122,6 +128,32 @@ class Recency:
 
 
 @dataclass(frozen=True)
+class RfmCond:
+    """The profile's RFM segment (quintiles of recency, frequency, money of its purchases) is one of ``names``."""
+
+    names: tuple[str, ...]
+    purchase: str
+    days: int
+
+
+@dataclass(frozen=True)
+class CohortCond:
+    """The profile arrived (its first event) in one of the months ``YYYY-MM``."""
+
+    months: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ClvCond:
+    """Predicted lifetime value: revenue per month of tenure in the window, times the horizon."""
+
+    purchase: str
+    days: int
+    horizon: int
+    bounds: tuple[tuple[str, float], ...]
+
+
+@dataclass(frozen=True)
 class Trait:
     path: tuple[str, ...]
     op: str  # equals | in | contains | exists | range
@@ -140,7 +172,7 @@ class Ref:
     location: str = field(compare=False)
 
 
-Node = Group | Not | Activity | Recency | Trait | ConsentCond | Ref
+Node = Group | Not | Activity | Recency | RfmCond | CohortCond | ClvCond | Trait | ConsentCond | Ref
 
 
 @dataclass(frozen=True)
@@ -334,6 +366,8 @@ class _Parser:
             return ConsentCond(purpose, allowed)
         if kind == "trait":
             return self.trait(d, loc)
+        if kind in ("rfm", "cohort", "clv"):
+            return self.value_condition(kind, d, loc)
         if kind == "last_seen":
             return self.recency(d, loc)
         return self.activity(d, loc)
@@ -378,6 +412,33 @@ class _Parser:
                 path = self.clear_property(k, here)
                 where.append((path, self.scalars(v, f"{here}.{k}")))
         return Activity(event, etype, tuple(where), metric, prop, bounds, within)
+
+    def value_condition(self, kind: str, d: dict[str, Any], loc: str) -> RfmCond | CohortCond | ClvCond:
+        """The insights as conditions: ``rfm`` segment names, ``cohort`` months, ``clv`` bounds."""
+        here = _at(loc, kind)
+        if kind == "cohort":
+            self.keys(d, ("cohort",), loc)
+            months = d["cohort"] if isinstance(d["cohort"], list) else [d["cohort"]]
+            if not 1 <= len(months) <= MAX_LIST:
+                raise SegmentError(f"must list 1 to {MAX_LIST} months", here)
+            for i, m in enumerate(months):
+                if not isinstance(m, str) or not COHORT.fullmatch(m):
+                    where = f"{here}[{i}]" if len(months) > 1 else here
+                    raise SegmentError("a cohort is a month written YYYY-MM", where)
+            return CohortCond(tuple(months))
+        self.keys(d, (kind, "purchase", "within_days", *(("horizon_months",) if kind == "clv" else ())), loc)
+        purchase = self.text(d["purchase"], _at(loc, "purchase")) if "purchase" in d else "Order Completed"
+        days = self.whole(d["within_days"], _at(loc, "within_days"), 1, MAX_DAYS) if "within_days" in d else 365
+        if kind == "rfm":
+            names = d["rfm"] if isinstance(d["rfm"], list) else [d["rfm"]]
+            if not 1 <= len(names) <= len(RFM_NAMES):
+                raise SegmentError(f"must name 1 to {len(RFM_NAMES)} RFM segments", here)
+            for n in names:
+                if n not in RFM_NAMES:
+                    raise SegmentError(f"unknown RFM segment {_show(n)}; one of {', '.join(RFM_NAMES)}", here)
+            return RfmCond(tuple(dict.fromkeys(names)), purchase, days)
+        horizon = self.whole(d.get("horizon_months", 12), _at(loc, "horizon_months"), 1, MAX_HORIZON_MONTHS)
+        return ClvCond(purchase, days, horizon, self.bounds(d["clv"], here, whole=False))
 
     def clear_property(self, x: Any, loc: str) -> tuple[str, ...]:
         path = self.path(x, loc, "property")
@@ -447,7 +508,7 @@ def parse(doc: Any, purposes: Collection[str]) -> Definition:
 
 
 # -- compiling to SQL --------------------------------------------------------------------------------
-SqlLeaf = Activity | Recency
+SqlLeaf = Activity | Recency | RfmCond | CohortCond | ClvCond
 PyLeaf = Trait | ConsentCond
 
 
@@ -518,15 +579,47 @@ class _Compiler:
         if isinstance(node, Trait | ConsentCond):
             self.py_leaves.setdefault(node, len(self.py_leaves))
             return "NULL::BOOLEAN"
-        if isinstance(node, Activity | Recency):
+        if isinstance(node, Activity | Recency | RfmCond | CohortCond | ClvCond):
             if node not in self.sql_leaves:
                 self.leaf(node)
             return f"l{self.sql_leaves[node]}"
         raise AssertionError(f"unexpected node {type(node).__name__}")  # references are inlined before
 
+    def revenue(self) -> str:
+        """An event's revenue: properties.revenue, else total (as the analytics store's revenue column)."""
+        r, t = self.column(("revenue",)), self.column(("total",))
+        return f"coalesce(TRY_CAST({r} AS DOUBLE), TRY_CAST({t} AS DOUBLE))"
+
     def leaf(self, node: SqlLeaf) -> None:
         i = len(self.sql_leaves)
         self.sql_leaves[node] = i
+        if isinstance(node, CohortCond):
+            self.scopes.append(None)
+            self.aggs.append(f"min(ts_ms) FILTER (WHERE type NOT IN ('identify', 'alias', 'group')) AS a{i}")
+            months = ", ".join(self.bind(m) for m in node.months)
+            self.tests.append(f"coalesce(strftime(to_timestamp(a{i} / 1000), '%Y-%m') IN ({months}), FALSE)")
+            return
+        if isinstance(node, RfmCond | ClvCond):
+            scope = self.scope(node.purchase, "track", self.now - node.days * DAY_MS)
+            self.scopes.append(" AND ".join(scope))
+            cond = " AND ".join(scope)
+            rev = self.revenue()
+            self.aggs.append(
+                f"max(ts_ms) FILTER (WHERE {cond}) AS a{i}, count(*) FILTER (WHERE {cond}) AS n{i}, "
+                f"coalesce(sum(coalesce({rev}, 0)) FILTER (WHERE {cond}), 0) AS m{i}, "
+                f"min(ts_ms) FILTER (WHERE {cond}) AS f{i}"
+            )
+            if isinstance(node, ClvCond):
+                tenure = f"greatest(1.0, ({self.bind(self.now)} - f{i}) / {30 * DAY_MS}.0)"
+                value = f"m{i} / {tenure} * {self.bind(float(node.horizon))}"
+                checks = " AND ".join(f"{value} {COMPARATORS[op]} {self.bind(v)}" for op, v in node.bounds)
+                self.tests.append(f"coalesce(n{i} > 0 AND {checks}, FALSE)")
+                return
+            win = f"OVER (PARTITION BY coalesce(n{i}, 0) > 0 ORDER BY {{}}, profile_id)"
+            r, f = (f"ntile(5) {win.format(f'a{i}')}", f"ntile(5) {win.format(f'n{i}')}")
+            names = ", ".join(self.bind(n) for n in node.names)
+            self.tests.append(f"coalesce(coalesce(n{i}, 0) > 0 AND ({rfm_case(r, f)}) IN ({names}), FALSE)")
+            return
         if isinstance(node, Recency):
             scope = self.scope(node.event, node.type, None)
             self.scopes.append(" AND ".join(scope) if scope else None)
@@ -551,6 +644,15 @@ class _Compiler:
         self.aggs.append(f"{agg} FILTER (WHERE {cond}) AS a{i}")
         checks = " AND ".join(f"coalesce(a{i}, {zero}) {COMPARATORS[op]} {self.bind(v)}" for op, v in node.bounds)
         self.tests.append(f"coalesce({checks}, FALSE)")
+
+
+def rfm_case(r: str, f: str) -> str:
+    """The named RFM segment from the recency and frequency quintiles (5 = most recent / most frequent)."""
+    return (
+        f"CASE WHEN {r} >= 4 AND {f} >= 4 THEN 'champions' WHEN {r} >= 3 AND {f} >= 3 THEN 'loyal' "
+        f"WHEN {r} >= 4 AND {f} <= 1 THEN 'new' WHEN {r} >= 3 THEN 'potential' "
+        f"WHEN {r} = 2 AND {f} >= 3 THEN 'at_risk' WHEN {r} = 2 THEN 'hibernating' ELSE 'lost' END"
+    )
 
 
 def compile_sql(root: Node, now: int) -> Compiled:
@@ -856,11 +958,7 @@ class Segments:
         if self.engine is not None:
             rows = self.engine.query(self.rt.store, compiled.sql, compiled.params)
         else:
-            con = self.rt.analytics.connect()
-            try:
-                rows = con.execute(compiled.sql, compiled.params).fetchall()
-            finally:
-                con.close()
+            rows = self.rt.analytics.fetch(compiled.sql, compiled.params)
         t1 = time.perf_counter()
         if not compiled.py_leaves:
             return Run([r[0] for r in rows], sql_s=t1 - t0)
@@ -931,7 +1029,7 @@ class Segments:
         self, row: Any, index: dict[SqlLeaf, int], traits: dict[str, Any] | None, conn: Any, now: int
     ) -> Callable[[Node], bool | None]:
         def value(leaf: Node) -> bool | None:
-            if isinstance(leaf, Activity | Recency):
+            if isinstance(leaf, Activity | Recency | RfmCond | CohortCond | ClvCond):
                 return bool(row[4 + index[leaf]])
             if isinstance(leaf, ConsentCond):
                 return self.rt.consent.can_use(row[0], leaf.purpose, conn=conn, now=now).allowed is leaf.allowed
@@ -1010,34 +1108,15 @@ class Segments:
         if not members or not purposes:
             return {p: dict.fromkeys(keys, 0) for p in purposes}
         sql, ps = build_sql(self.rt.taxonomy.get(p) for p in purposes)
-        con = self.rt.analytics.connect()
-        try:
+
+        def setup(con: Any) -> None:
             _load_members(con, members)
-            # the audience query reads consent_records, identifiers and subjects: give it the same names
-            # at profile level (records and contacts of every subject count for the profile; one
-            # restricted subject restricts it), limited to the members
-            con.execute("CREATE SCHEMA seg")
-            con.execute(
-                "CREATE VIEW seg.profile_map AS SELECT s.subject_id,"
-                " coalesce(ps.profile_id, s.subject_id) AS profile_id, s.state"
-                " FROM main.subjects s LEFT JOIN main.profile_subjects ps ON ps.subject_id = s.subject_id"
-            )
-            con.execute(
-                "CREATE VIEW seg.subjects AS SELECT m.profile_id AS subject_id,"
-                " CASE WHEN bool_or(pm.state = 'restricted') THEN 'restricted' ELSE 'active' END AS state"
-                " FROM seg_members m JOIN seg.profile_map pm ON pm.profile_id = m.profile_id GROUP BY m.profile_id"
-            )
-            for table in ("consent_records", "identifiers"):
-                con.execute(
-                    f"CREATE VIEW seg.{table} AS SELECT t.* REPLACE (pm.profile_id AS subject_id)"
-                    f" FROM main.{table} t JOIN seg.profile_map pm ON pm.subject_id = t.subject_id"
-                )
-            con.execute("SET search_path = 'seg,main'")
-            row = con.execute(
-                sql, {"now": now_ms() if now is None else now, "default_j": self.rt.consent.default_jurisdiction}
-            ).fetchone()
-        finally:
-            con.close()
+            # the audience query at profile level, limited to the members
+            profile_level(con, "seg_members")
+
+        params = {"now": now_ms() if now is None else now, "default_j": self.rt.consent.default_jurisdiction}
+        # the audience query reads no events: the analytics store need not be brought up to date
+        row = self.rt.analytics.fetch(sql, params, setup=setup, fresh=False)[0]
         assert row is not None
         return {p.name: {k: int(row[4 * i + n] or 0) for n, k in enumerate(keys)} for i, p in enumerate(ps)}
 

@@ -89,6 +89,24 @@ def rows_of(a: Api, people: list[str]) -> dict[str, int]:
     return out
 
 
+def lake_rows(lake: Any, people: list[str]) -> int:
+    """Rows naming any of ``people`` in any analytics file (every generation, read column by column)."""
+    import duckdb
+
+    files = [str(f) for f in lake.all_files()]
+    if not files:
+        return 0
+    con = duckdb.connect()
+    try:
+        row = con.execute(
+            "SELECT count(*) FROM read_parquet($f, union_by_name = true) WHERE subject_id IN (SELECT unnest($p))",
+            {"f": files, "p": people},
+        ).fetchone()
+    finally:
+        con.close()
+    return int(row[0]) if row else 0
+
+
 async def test_access_export_holds_every_canary_and_the_link_works_once(
     rights_settings: Settings, inbox: Inbox
 ) -> None:
@@ -129,6 +147,12 @@ async def test_erasure_leaves_nothing_and_the_person_stays_suppressed(
         assert len(people) == 2
         with a.rt.store.engine.connect() as conn:
             sealed = [(r.subject_id, r.sealed) for r in conn.execute(select(events.c.subject_id, events.c.sealed))]
+        lake = a.rt.analytics.lake
+        assert lake is not None
+        lake.refresh()
+        assert lake_rows(lake, people) == 4  # the analytics store holds their events until the erasure
+        lake_backup = rights_settings.data_dir.parent / "analytics-backup"
+        shutil.copytree(lake.root, lake_backup)
         backup = None
         if backend == "sqlite":
             a.rt.store.checkpoint()
@@ -139,8 +163,13 @@ async def test_erasure_leaves_nothing_and_the_person_stays_suppressed(
         assert req.state == "completed", req
         stores = req.outcome["stores"]
         assert stores["effective_ms"] < 1000 and stores["events"]["deleted"] == 4
-        # no row of the person remains in any store (PostgreSQL and SQLite, through SQL)
+        # no row of the person remains in any store (PostgreSQL and SQLite, through SQL), nor in any
+        # analytics file, and a refresh does not bring them back
         assert set(rows_of(a, people).values()) == {0}
+        assert stores["analytics_files"]["deleted"] == 4
+        assert lake_rows(lake, people) == 0
+        lake.refresh()
+        assert lake_rows(lake, people) == 0
         with a.rt.store.engine.connect() as conn:
             assert (
                 conn.execute(
@@ -169,6 +198,14 @@ async def test_erasure_leaves_nothing_and_the_person_stays_suppressed(
                 ["grep", "-rlaiE", "|".join(CANARIES), str(rights_settings.data_dir)], capture_output=True, text=True
             )
             assert found.stdout == "", f"canary found in {found.stdout}"
+    # analytics files restored from a backup taken before the erasure: the person is purged on start
+    shutil.rmtree(rights_settings.analytics_path)
+    shutil.copytree(lake_backup, rights_settings.analytics_path)
+    rt = Runtime(rights_settings)
+    try:
+        assert rt.analytics.lake is not None and lake_rows(rt.analytics.lake, people) == 0
+    finally:
+        rt.close()
     if backup is not None:
         # an older backup restored: the person is erased again on start
         shutil.copy(backup, rights_settings.data_dir / "candor.db")

@@ -56,12 +56,12 @@ supp AS (
     GROUP BY i.subject_id
 ),
 people AS (
-    SELECT s.state = 'restricted' AS restricted, coalesce(ps.j, $default_j) AS jj,
+    SELECT s.subject_id AS person, s.state = 'restricted' AS restricted, coalesce(ps.j, $default_j) AS jj,
            ps.* EXCLUDE (subject_id, j), {supp_select}
     FROM subjects s LEFT JOIN per_subject ps USING (subject_id) LEFT JOIN supp USING (subject_id)
     WHERE s.state <> 'erased'
 )
-SELECT {counts} FROM people
+{final}
 """
 
 
@@ -69,7 +69,53 @@ def _lit(value: Any) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-def build_sql(purposes: Iterable[Purpose]) -> tuple[str, list[Purpose]]:
+def _outcome(i: int, p: Purpose) -> str:
+    """SQL for the decision on purpose ``p`` (column set ``i``): allowed, not_consented or restricted."""
+    cases = " ".join(f"WHEN {_lit(j)} THEN {_lit(p.basis_in(j))}" for j in JURISDICTIONS)
+    basis = f"CASE jj {cases} ELSE {_lit(p.basis_in('OTHER'))} END"
+    return (
+        f"CASE WHEN restricted AND {_lit(p.name)} <> 'necessary' THEN 'restricted' "
+        f"WHEN {basis} IN ('contract', 'legal_obligation') THEN 'allowed' "
+        f"WHEN c_{i} IS NOT NULL THEN CASE WHEN c_{i} THEN 'allowed' ELSE 'not_consented' END "
+        f"WHEN {basis} = 'consent' THEN 'not_consented' ELSE 'allowed' END"
+    )
+
+
+def allowed_sql(purpose: Purpose) -> str:
+    """The query for the people (column ``person``) ``can_use`` allows ``purpose`` for, by the same rules."""
+    return build_sql([purpose], allowed=True)[0]
+
+
+def profile_level(con: Any, members: str | None = None) -> None:
+    """Make the audience query run at profile level on ``con``: views ``subjects``, ``consent_records``
+    and ``identifiers`` in a schema ``aud`` (first on the search path) where ``subject_id`` is the
+    profile id. The ledger records and contacts of every subject count for its profile, and one
+    restricted subject restricts it, as in ``can_use``. ``members``: a table of ``profile_id`` to limit to."""
+    con.execute("CREATE SCHEMA IF NOT EXISTS aud")
+    con.execute(
+        "CREATE OR REPLACE VIEW aud.profile_map AS SELECT s.subject_id,"
+        " coalesce(ps.profile_id, s.subject_id) AS profile_id, s.state"
+        " FROM main.subjects s LEFT JOIN main.profile_subjects ps ON ps.subject_id = s.subject_id"
+    )
+    scope = (
+        f"FROM {members} m JOIN aud.profile_map pm ON pm.profile_id = m.profile_id GROUP BY m.profile_id"
+        if members
+        else "FROM aud.profile_map pm WHERE pm.state <> 'erased' GROUP BY pm.profile_id"
+    )
+    key = "m.profile_id" if members else "pm.profile_id"
+    con.execute(
+        f"CREATE OR REPLACE VIEW aud.subjects AS SELECT {key} AS subject_id,"
+        f" CASE WHEN bool_or(pm.state = 'restricted') THEN 'restricted' ELSE 'active' END AS state {scope}"
+    )
+    for table in ("consent_records", "identifiers"):
+        con.execute(
+            f"CREATE OR REPLACE VIEW aud.{table} AS SELECT t.* REPLACE (pm.profile_id AS subject_id)"
+            f" FROM main.{table} t JOIN aud.profile_map pm ON pm.subject_id = t.subject_id"
+        )
+    con.execute("SET search_path = 'aud,main'")
+
+
+def build_sql(purposes: Iterable[Purpose], *, allowed: bool = False) -> tuple[str, list[Purpose]]:
     """The query for a taxonomy, and the purposes in the order of its result columns."""
     ps = list(purposes)
     gpc = [(i, p) for i, p in enumerate(ps) if p.name in GPC_PURPOSES]
@@ -94,14 +140,7 @@ def build_sql(purposes: Iterable[Purpose]) -> tuple[str, list[Purpose]]:
     supp_select = ", ".join(f"coalesce(supp.s_{c}, FALSE) AS s_{c}" for c in channels)
     counts = []
     for i, p in enumerate(ps):
-        cases = " ".join(f"WHEN {_lit(j)} THEN {_lit(p.basis_in(j))}" for j in JURISDICTIONS)
-        basis = f"CASE jj {cases} ELSE {_lit(p.basis_in('OTHER'))} END"
-        outcome = (
-            f"CASE WHEN restricted AND {_lit(p.name)} <> 'necessary' THEN 'restricted' "
-            f"WHEN {basis} IN ('contract', 'legal_obligation') THEN 'allowed' "
-            f"WHEN c_{i} IS NOT NULL THEN CASE WHEN c_{i} THEN 'allowed' ELSE 'not_consented' END "
-            f"WHEN {basis} = 'consent' THEN 'not_consented' ELSE 'allowed' END"
-        )
+        outcome = _outcome(i, p)
         suppressed = f"(s_{p.channel} OR s_all)" if p.channel else "FALSE"
         counts += [
             f"count(*) FILTER (WHERE {outcome} = 'allowed' AND NOT {suppressed}) AS usable_{i}",
@@ -115,19 +154,15 @@ def build_sql(purposes: Iterable[Purpose]) -> tuple[str, list[Purpose]]:
         choices=",\n           ".join(choices),
         supp_cols=supp_cols,
         supp_select=supp_select,
-        counts=",\n       ".join(counts),
-    )
+        final=(f"SELECT person FROM people WHERE {_outcome(0, ps[0])} = 'allowed'" if allowed
+               else "SELECT " + ",\n       ".join(counts) + " FROM people"),
+    )  # fmt: skip
     return sql, ps
 
 
 def audience_counts(consent: Consent, analytics: Analytics) -> dict[str, dict[str, int]]:
     """Usable / not consented / suppressed / restricted people per purpose, computed in DuckDB."""
     sql, ps = build_sql(consent.taxonomy.purposes.values())
-    con = analytics.connect()
-    try:
-        row = con.execute(sql, {"now": now_ms(), "default_j": consent.default_jurisdiction}).fetchone()
-    finally:
-        con.close()
-    assert row is not None
+    row = analytics.fetch(sql, {"now": now_ms(), "default_j": consent.default_jurisdiction}, fresh=False)[0]
     keys = ("usable", "not_consented", "suppressed", "restricted")
     return {p.name: {k: int(row[4 * i + n] or 0) for n, k in enumerate(keys)} for i, p in enumerate(ps)}

@@ -6,8 +6,9 @@
    database, becomes unreadable), marks them erased and writes suppression tombstones (an HMAC under
    the separate suppression key) so old lists and new imports cannot contact them again.
 3. The purge deletes their rows from every table in ``SUBJECT_TABLES`` (and the other-person columns
-   of ``SUBJECT_COLUMNS_EXTRA``), recomputes the profiles their links touched, removes export files
-   and truncates the SQLite WAL. It is idempotent: run it again after a crash and it completes.
+   of ``SUBJECT_COLUMNS_EXTRA``), recomputes the profiles their links touched, removes export files,
+   rewrites the analytics files (Parquet, lake.py) without their rows and truncates the SQLite WAL.
+   It is idempotent: run it again after a crash and it completes.
 
 Legal holds (``legal_holds``) keep named stores of a subject, and then its key, until released; the
 receipt lists them as exceptions.
@@ -228,5 +229,8 @@ class Erasure:
                     f.unlink(missing_ok=True)
                     files += 1
         out["export_files"] = {"deleted": files}
+        lake = getattr(self.rt.analytics, "lake", None)
+        if lake is not None:  # the analytics store (Parquet): every file holding a row of theirs is rewritten
+            out["analytics_files"] = {"deleted": lake.purge(people)}
         self.store.checkpoint()
         return out

@@ -460,6 +460,30 @@ sends = Table(
     Index("ix_sends_subject_ts", "subject_id", "ts_ms"),
 )
 
+# Differential privacy (insights/dp.py): the epsilon spent per dataset and calendar month of data, and
+# one entry per release that spent some. Aggregates and staff names only, nothing about a subject.
+privacy_budget = Table(
+    "privacy_budget",
+    metadata,
+    Column("dataset", String(100), primary_key=True),
+    Column("window", String(20), primary_key=True),  # YYYY-MM (UTC) of the data the releases read
+    Column("spent", Float, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+)
+
+privacy_budget_entries = Table(
+    "privacy_budget_entries",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("dataset", String(100), nullable=False),
+    Column("window", String(20), nullable=False),
+    Column("epsilon", Float, nullable=False),
+    Column("insight", String(40), nullable=False),
+    Column("actor", String(100), nullable=False),
+    Column("ts_ms", BigInteger, nullable=False),
+    Index("ix_privacy_budget_entries_window", "dataset", "window"),
+)
+
 # Destinations: where channels other than SMTP deliver (signed webhooks, SMS providers, ad-platform
 # audiences). Each one's signing secret is a keyring entry (``destination:<id>``), wrapped by the master key.
 destinations = Table(

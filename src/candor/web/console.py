@@ -51,6 +51,7 @@ NAV = (
     ("/admin/audit", "Audit log", "audit:read"),
     ("/admin/segments", "Segments", "segments:write"),
     ("/admin/campaigns", "Campaigns", "campaigns:send"),
+    ("/admin/insights", "Insights", "insights:read"),
     ("/admin/settings", "Settings", "settings:write"),
     ("/admin/privacy", "Privacy inbox", "privacy:read"),  # web/privacy_console.py
 )
