@@ -64,7 +64,9 @@ class ServerProcess:
         log_path: Path | None = None,
         env: dict[str, str] | None = None,
         start_timeout: float = START_TIMEOUT,
+        workers: int = 1,
     ) -> None:
+        self.workers = workers
         self.data_dir = Path(data_dir)
         self.log_path = Path(log_path) if log_path else self.data_dir / "logs" / "candor-serve.log"
         self.env = clean_env(self.data_dir, env)
@@ -94,7 +96,20 @@ class ServerProcess:
         return self.data_dir / "candor.db"
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """Run one read-only SQL statement on the server's SQLite database (safe while it runs)."""
+        """Run one read-only SQL statement on the server's database (safe while it runs).
+
+        SQLite by default; the server's PostgreSQL when its environment names one (``params``
+        are then bound positionally as ``%s``)."""
+        url = self.env.get("CANDOR_DATABASE_URL")
+        if url:
+            from sqlalchemy import create_engine
+
+            engine = create_engine(url)
+            try:
+                with engine.connect() as conn:
+                    return [tuple(r) for r in conn.exec_driver_sql(sql, tuple(params)).fetchall()]
+            finally:
+                engine.dispose()
         uri = self.db_path.resolve().as_uri() + "?mode=ro"
         with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=30)) as conn:
             return conn.execute(sql, params).fetchall()
@@ -174,7 +189,7 @@ class ServerProcess:
         self._log.write(f"--- start #{self.starts + 1} on port {self.port}\n".encode())
         self._log.flush()
         self.proc = subprocess.Popen(
-            [*candor_command(), "serve", "--host", HOST, "--port", str(self.port)],
+            [*candor_command(), "serve", "--host", HOST, "--port", str(self.port), "--workers", str(self.workers)],
             env=self.env,
             stdin=subprocess.DEVNULL,
             stdout=self._log,

@@ -7,7 +7,10 @@ directory, and every acknowledged messageId must be stored exactly once. Then ev
 sent again, as a client retry would (the unacknowledged ones included): afterwards every messageId
 is stored exactly once and the counters agree with the rows.
 
-``CANDOR_CRASH_TRIALS`` sets the number of crash trials (default 3).
+The same runs against ``candor serve --workers 2`` (HTTP workers feeding one writer process, see
+writer.py) on SQLite and on PostgreSQL: the whole process group is killed, workers and writer alike.
+
+``CANDOR_CRASH_TRIALS`` sets the number of crash trials per setup (default 3).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.serverproc import GRACEFUL_EXIT_CODES, ServerProcess
+from tests.serverproc import GRACEFUL_EXIT_CODES, START_TIMEOUT, ServerProcess
 
 TRIALS = int(os.environ.get("CANDOR_CRASH_TRIALS", "3"))
 BATCH_EVENTS = 50
@@ -150,9 +153,18 @@ def ids_of(requests: list[Sent]) -> set[tuple[str, str]]:
     return {(r.source, mid) for r in requests for mid in r.message_ids}
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    srv = ServerProcess(tmp_path / "data")
+SETUPS = [
+    pytest.param(("sqlite", 1), id="sqlite-1-worker"),
+    pytest.param(("sqlite", 2), id="sqlite-2-workers"),
+    pytest.param(("postgres", 2), id="postgres-2-workers", marks=pytest.mark.postgres),
+]
+
+
+@pytest.fixture(params=SETUPS)
+def server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
+    backend, workers = request.param
+    env = {"CANDOR_DATABASE_URL": request.getfixturevalue("pg_url")} if backend == "postgres" else {}
+    srv = ServerProcess(tmp_path / "data", env=env, workers=workers, start_timeout=START_TIMEOUT * workers * 2)
     try:
         yield srv
     finally:
@@ -195,7 +207,10 @@ def test_acknowledged_events_survive_sigkill(server: ServerProcess, trial: int) 
     assert [u for s in senders for u in s.unexpected] == []
     outcomes = sum((s.outcomes for s in senders), Counter())
     summary = f"trial {trial}: {dict(outcomes)}"
-    assert set(outcomes) <= {"200", "ConnectError", "ReadError", "RemoteProtocolError", "WriteError"}, summary
+    allowed = {"200", "ConnectError", "ReadError", "RemoteProtocolError", "WriteError"}
+    if server.workers > 1:
+        allowed.add("503")  # a worker that outlived the writer by a moment: not acknowledged, retried
+    assert set(outcomes) <= allowed, summary
 
     attempted = [r for s in senders for r in s.attempted]
     acked = [r for s in senders for r in s.acked]
@@ -205,7 +220,8 @@ def test_acknowledged_events_survive_sigkill(server: ServerProcess, trial: int) 
 
     # 1. after the crash: every acknowledged messageId is there, exactly once
     server.start()
-    assert server.query("PRAGMA integrity_check") == [("ok",)]
+    if "CANDOR_DATABASE_URL" not in server.env:
+        assert server.query("PRAGMA integrity_check") == [("ok",)]
     stored = copies(server)
     missing = acked_ids - set(stored)
     assert not missing, f"{len(missing)} acknowledged events lost; {summary}"

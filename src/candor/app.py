@@ -8,7 +8,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -81,6 +81,12 @@ class Runtime:
             identity=self.identity,
             privacy=WriterHooks(self.consent, self.inbox),
         )
+        if settings.writer_socket:
+            # an HTTP worker of `candor serve --workers N`: one writer process commits for all (writer.py)
+            from candor.writer import RemoteIngestor
+
+            # same methods as an Ingestor: start, stop, submit, submit_sync, forget_subject(s)
+            self.ingestor = cast(Ingestor, RemoteIngestor(settings.writer_socket))
         self.suppressions = Suppressions(self.store, self.vault, settings.default_phone_region)
         from candor.rights.erasure import JOURNAL
 

@@ -138,26 +138,47 @@ def serve(
     s = settings(host=host, port=port)
     _setup_logging(s.log_level)
     workers = workers or s.workers
-    if workers > 1 and s.is_sqlite:
-        err.print("[red]error:[/red] several workers need PostgreSQL (set CANDOR_DATABASE_URL); SQLite has one writer")
+    if not 1 <= workers <= 64:
+        err.print("[red]error:[/red] --workers must be between 1 and 64")
         raise typer.Exit(2)
     rt = runtime(host=host, port=port)  # migrates and creates keys once, before workers start
     rt.close()
     os.environ["CANDOR_DATA_DIR"] = str(s.data_dir)
     if s.database_url:
         os.environ["CANDOR_DATABASE_URL"] = s.database_url
-    err.print(f"Candor {__version__} on http://{s.host}:{s.port} (data: {s.data_dir})")
-    uvicorn.run(
-        "candor.app:create_app",
-        factory=True,
-        host=s.host,
-        port=s.port,
-        workers=workers,
-        access_log=False,
-        log_level=s.log_level.lower(),
-        log_config=None,
-        timeout_graceful_shutdown=10,
-    )
+    supervisor = None
+    if workers > 1:
+        # N HTTP workers validate and pseudonymise; one writer process commits for all (writer.py)
+        from candor.writer import Supervisor
+
+        os.environ.pop("CANDOR_WRITER_SOCKET", None)
+        supervisor = Supervisor(dict(os.environ))
+        try:
+            supervisor.start()
+        except RuntimeError as exc:
+            supervisor.stop()
+            err.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(1) from None
+        os.environ["CANDOR_WRITER_SOCKET"] = supervisor.path
+    err.print(f"Candor {__version__} on http://{s.host}:{s.port} (data: {s.data_dir}, workers: {workers})")
+    try:
+        uvicorn.run(
+            "candor.app:create_app",
+            factory=True,
+            host=s.host,
+            port=s.port,
+            workers=workers,
+            access_log=False,
+            log_level=s.log_level.lower(),
+            log_config=None,
+            timeout_graceful_shutdown=10,
+            # a worker loads the PII detectors while it starts: on a busy machine that holds the GIL
+            # longer than uvicorn's 5 s health check, which would kill and respawn it in a loop
+            timeout_worker_healthcheck=60,
+        )
+    finally:
+        if supervisor is not None:
+            supervisor.stop()  # last: the workers have answered their requests
 
 
 # -- demo ----------------------------------------------------------------------------------------

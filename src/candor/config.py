@@ -32,6 +32,8 @@ class Settings:
     host: str = field(default="127.0.0.1", metadata={"env": "CANDOR_HOST"})
     port: int = field(default=8000, metadata={"env": "CANDOR_PORT"})
     workers: int = field(default=1, metadata={"env": "CANDOR_WORKERS"})
+    # set by `candor serve --workers N` for its HTTP workers: the writer process's Unix socket
+    writer_socket: str = field(default="", metadata={"env": "CANDOR_WRITER_SOCKET"})
     default_phone_region: str = field(default="US", metadata={"env": "CANDOR_DEFAULT_PHONE_REGION"})
     max_batch_bytes: int = field(default=500 * 1024, metadata={"env": "CANDOR_MAX_BATCH_BYTES"})
     max_event_bytes: int = field(default=32 * 1024, metadata={"env": "CANDOR_MAX_EVENT_BYTES"})

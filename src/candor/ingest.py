@@ -149,6 +149,11 @@ class Ingestor:
         self._queue.put((work, loop, fut))
         return await fut
 
+    def submit_future(self, work: Work, fut: concurrent.futures.Future[WriteResult]) -> None:
+        """Queue ``work``; ``fut`` is resolved by the writer thread once it is committed (writer.py)."""
+        self.start()
+        self._queue.put((work, None, fut))
+
     def submit_sync(self, work: Work, timeout: float = 60.0) -> WriteResult:
         self.start()
         fut: concurrent.futures.Future[WriteResult] = concurrent.futures.Future()
