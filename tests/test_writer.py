@@ -53,20 +53,23 @@ messages = st.builds(
     signals=st.none() | st.dictionaries(text, st.booleans(), max_size=3),
     raw_signal=opt_text,
     gpc=st.booleans(),
-    consent_update=st.none()
-    | st.tuples(st.frozensets(text, max_size=3), st.frozensets(text, max_size=3)),
+    consent_update=st.none() | st.tuples(st.frozensets(text, max_size=3), st.frozensets(text, max_size=3)),
     contacts=st.none() | st.dictionaries(ident, text, max_size=2),
     findings=st.none() | st.lists(st.tuples(text, text, text, text, text), max_size=2),
     held=st.none()
     | st.lists(st.builds(Held, category=text, scope=text, path=text, value=json_value, detector=opt_text), max_size=2),
     ip=opt_text,
 )
-rejections = st.builds(Rejection, reason=text, field=opt_text, type=opt_text, message_id=opt_text, index=st.integers(0, 2500))
+rejections = st.builds(
+    Rejection, reason=text, field=opt_text, type=opt_text, message_id=opt_text, index=st.integers(0, 2500)
+)
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.integers(1, 2**31), st.integers(0, 2**45), st.lists(messages, max_size=4), st.lists(rejections, max_size=3))
-def test_work_survives_the_wire_unchanged(source_id: int, received: int, msgs: list[Message], rejs: list[Rejection]) -> None:
+def test_work_survives_the_wire_unchanged(
+    source_id: int, received: int, msgs: list[Message], rejs: list[Rejection]
+) -> None:
     work = Work(source_id, msgs, rejs, received)
     framed = wire.frame(wire.work_out(work))
     (n,) = wire.HEADER.unpack(framed[: wire.HEADER.size])
@@ -198,7 +201,9 @@ def test_a_killed_writer_means_503_never_200_then_recovery(server: ServerProcess
     # retries of the refused requests are stored once
     with httpx.Client(base_url=server.base_url, auth=(key, ""), timeout=30) as client:
         for mid in refused:
-            assert client.post("/v1/track", json={"userId": "u", "event": "During", "messageId": mid}).status_code == 200
+            assert (
+                client.post("/v1/track", json={"userId": "u", "event": "During", "messageId": mid}).status_code == 200
+            )
     rows = server.query("SELECT message_id, COUNT(*) FROM events GROUP BY message_id")
     assert {mid for mid, _ in rows} == {"m-0", *acked, *refused} and max(n for _, n in rows) == 1
     assert server.stats(token)["total"]["accepted"] == len(rows)

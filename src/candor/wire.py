@@ -110,7 +110,7 @@ def _message_in(v: list[Any]) -> Message:
         gpc=gpc,
         consent_update=None if update is None else (frozenset(update[0]), frozenset(update[1])),
         contacts=None if contacts is None else {(t, p): h for t, p, h in contacts},
-        findings=None if findings is None else [tuple(f) for f in findings],  # type: ignore[misc]
+        findings=None if findings is None else [tuple(f) for f in findings],
         held=None if held is None else [Held(c, s, p, val, d) for c, s, p, val, d in held],
         ip=ip,
     )

@@ -88,7 +88,9 @@ class WriterProcess:
 
         identity = Identity(self.store, vault, identity_rules(settings), on_change=changed)
         inbox = Inbox(self.store, Dictionary(self.store))
-        self.ingestor = Ingestor(self.store, vault, consent=consent, identity=identity, privacy=WriterHooks(consent, inbox))
+        self.ingestor = Ingestor(
+            self.store, vault, consent=consent, identity=identity, privacy=WriterHooks(consent, inbox)
+        )
         self._stopping = threading.Event()
         self._conns: set[socket.socket] = set()
         self._lock = threading.Lock()
