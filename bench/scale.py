@@ -4,13 +4,19 @@
     .venv/bin/python bench/scale.py identity --records 1000000        # the 1M run (long: see BENCHMARKS.md)
     .venv/bin/python bench/scale.py identity --records 10000 --engines duckdb
 
-Parts (each a function registered in ``PARTS``; the ingest-workers part belongs beside this one):
+    .venv/bin/python bench/scale.py ingest --events 50000 --singles 5000   # PostgreSQL 1/2/4 workers, SQLite 1/2
+
+Parts (each a function registered in ``PARTS``):
 
 * ``identity``: probabilistic matching of N generated records (bench/identity_data.py, people with
   known truth) with the same model definitions on DuckDB (in memory) and on Spark (local mode, the
   shared session of candor.engines): training (u by sampling, two EM sessions, λ) and scoring of every
   blocked pair, timed separately, with pairwise precision/recall against the truth and the ratio
   Spark/DuckDB. Spark runs with ``CANDOR_SPARK_CONF`` (default here: 6 GB of driver memory).
+
+* ``ingest``: bench/ingest.py's workload and checks through ``candor serve --workers N`` (HTTP
+  workers feeding one writer process) on PostgreSQL with 1, 2 and 4 workers and on SQLite with 1
+  and 2; events/s and single requests/s with their ratios to one PostgreSQL worker and to SQLite.
 
 Results go to bench/results/scale-<time>.json and a table. The machine is shared (2 cores): read
 ratios, measured in the same run, before absolute times.
@@ -99,10 +105,97 @@ def identity(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-PARTS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {"identity": identity}
+def _ingest_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_ingest", HERE / "ingest.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def ingest(args: argparse.Namespace) -> dict[str, Any]:
+    """``bench/ingest.py`` (the same workload, client and checks) against ``candor serve --workers N``:
+    on PostgreSQL for every N of ``--workers`` (each run in a fresh schema), and on SQLite for
+    ``--sqlite-workers``; ratios to one PostgreSQL worker and to SQLite with the same worker count."""
+    from sqlalchemy import create_engine, text
+
+    bench = _ingest_module()
+    sep = "&" if "?" in args.pg_url else "?"
+    runs: list[dict[str, Any]] = []
+    setups = [("sqlite", n) for n in args.sqlite_workers] + [("postgres", n) for n in args.workers]
+    for store, n in setups:
+        env = [f"CANDOR_WORKERS={n}"]
+        schema = None
+        admin = None
+        if store == "postgres":
+            schema = f"bench_scale_{os.getpid()}_{n}"
+            admin = create_engine(args.pg_url)
+            with admin.begin() as conn:
+                conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+                conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+            env.append(f"CANDOR_DATABASE_URL={args.pg_url}{sep}options=-csearch_path%3D{schema}")
+        argv = ["--events", str(args.events), "--singles", str(args.singles), "--raw-repeats", "0", "--no-save"]
+        argv += ["--quiet", "--seed", str(args.seed)]
+        for kv in env:
+            argv += ["--server-env", kv]
+        print(f"  {store}, {n} worker(s): {args.events:,} batch events, {args.singles:,} singles", flush=True)
+        try:
+            r = bench.main(argv)
+        finally:
+            if admin is not None:
+                with admin.begin() as conn:
+                    conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+                admin.dispose()
+        row = {
+            "store": store,
+            "workers": n,
+            "batch_events_per_s": round(r["batch_events_per_s"]),
+            "single_requests_per_s": round(r["single_requests_per_s"]),
+            "batch_p50_ms": round(r["batch"]["p50_ms"], 1),
+            "batch_p99_ms": round(r["batch"]["p99_ms"], 1),
+            "server_cpu_cores_batch": round(r["batch"]["server_cpu_seconds"] / max(r["batch"]["seconds"], 1e-9), 2),
+            "server_rss_peak_mb": round(r["server_rss_peak_bytes"] / 2**20),
+            "non_2xx": r["batch"]["non_2xx"] + r["singles"]["non_2xx"],
+            "nothing_lost": r["pass"]["nothing_lost"],
+        }
+        runs.append(row)
+        print(f"    {json.dumps(row)}", flush=True)
+    base = {(r["store"], r["workers"]): r for r in runs}
+    one_pg = base.get(("postgres", 1))
+    for r in runs:
+        for key in ("batch_events_per_s", "single_requests_per_s"):
+            if r["store"] == "postgres" and one_pg and one_pg[key]:
+                r[f"{key}_to_1_worker"] = round(r[key] / one_pg[key], 2)
+            same_sqlite = base.get(("sqlite", r["workers"])) or base.get(("sqlite", 1))
+            if r["store"] == "postgres" and same_sqlite and same_sqlite[key]:
+                r[f"{key}_to_sqlite"] = round(r[key] / same_sqlite[key], 2)
+    return {"events": args.events, "singles": args.singles, "runs": runs}
+
+
+PARTS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {"identity": identity, "ingest": ingest}
+
+
+def print_ingest_table(r: dict[str, Any]) -> None:
+    print(f"\ningest, {r['events']:,} batch events and {r['singles']:,} singles per run")
+    print(
+        f"{'store':9} {'workers':>7} {'events/s':>9} {'x1 pg':>6} {'x sqlite':>8} {'singles/s':>10} "
+        f"{'x1 pg':>6} {'x sqlite':>8} {'cores':>6} {'RSS MB':>7} {'lost?':>6}"
+    )
+    for row in r["runs"]:
+        print(
+            f"{row['store']:9} {row['workers']:>7} {row['batch_events_per_s']:>9,} "
+            f"{row.get('batch_events_per_s_to_1_worker', ''):>6} {row.get('batch_events_per_s_to_sqlite', ''):>8} "
+            f"{row['single_requests_per_s']:>10,} {row.get('single_requests_per_s_to_1_worker', ''):>6} "
+            f"{row.get('single_requests_per_s_to_sqlite', ''):>8} {row['server_cpu_cores_batch']:>6} "
+            f"{row['server_rss_peak_mb']:>7} {'no' if row['nothing_lost'] else 'YES':>6}"
+        )
 
 
 def print_table(part: str, r: dict[str, Any]) -> None:
+    if part == "ingest":
+        print_ingest_table(r)
+        return
     if part != "identity":
         print(json.dumps(r, indent=2))
         return
@@ -128,6 +221,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--engines", default="duckdb,spark", type=lambda s: [e for e in s.split(",") if e])
     p.add_argument("--spark-master", default="local[2]")
     p.add_argument("--no-save", action="store_true")
+    ints = lambda s: [int(x) for x in s.split(",") if x]  # noqa: E731
+    p.add_argument("--events", type=int, default=50_000, help="ingest: batch events per run")
+    p.add_argument("--singles", type=int, default=5_000, help="ingest: single /v1/track requests per run")
+    p.add_argument("--workers", type=ints, default=[1, 2, 4], help="ingest: worker counts on PostgreSQL")
+    p.add_argument("--sqlite-workers", type=ints, default=[1, 2], help="ingest: worker counts on SQLite")
+    p.add_argument(
+        "--pg-url",
+        default=os.environ.get("CANDOR_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
+        help="ingest: PostgreSQL to use (a schema of its own per run, dropped afterwards)",
+    )
     args = p.parse_args(argv)
     from _server import machine_info
 
