@@ -299,14 +299,24 @@ def _call(path: str, op: str, payload: Any, timeout: float) -> Any:
 
 
 # -- the worker side -----------------------------------------------------------------------------------
+class _Link:
+    """One connection of a worker to the writer, with the requests in flight on it."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self.pending: dict[int, asyncio.Future[Any]] = {}
+        self.loop = asyncio.get_running_loop()
+
+    def usable(self) -> bool:
+        return not self.writer.is_closing()
+
+
 class RemoteIngestor:
     """What an HTTP worker uses instead of an in-process Ingestor: same methods, the writer behind."""
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._writer: asyncio.StreamWriter | None = None
-        self._reader_task: asyncio.Task[None] | None = None
-        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._link: _Link | None = None
         self._next = 0
         self._connect_lock: asyncio.Lock | None = None
 
@@ -315,37 +325,38 @@ class RemoteIngestor:
         return None
 
     def stop(self, timeout: float = 10.0) -> None:
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            with contextlib.suppress(Exception):
-                writer.close()
+        link, self._link = self._link, None
+        if link is not None:
+            # called from a thread of the executor at shutdown: close on the link's own loop
+            with contextlib.suppress(RuntimeError):
+                link.loop.call_soon_threadsafe(link.writer.close)
 
     # -- requests -----------------------------------------------------------------------------------
-    async def _connect(self) -> asyncio.StreamWriter:
-        writer = self._writer
-        if writer is not None and not writer.is_closing():
-            return writer
+    async def _connect(self) -> _Link:
+        link = self._link
+        if link is not None and link.usable():
+            return link
         if self._connect_lock is None:
             self._connect_lock = asyncio.Lock()
         async with self._connect_lock:
-            writer = self._writer
-            if writer is not None and not writer.is_closing():
-                return writer
+            link = self._link
+            if link is not None and link.usable():
+                return link
             try:
                 reader, writer = await asyncio.open_unix_connection(self.path, limit=1 << 20)
             except OSError:
                 raise WriterUnavailable("the writer process is not reachable") from None
-            self._writer = writer
-            self._reader_task = asyncio.create_task(self._read(reader, writer))
-            return writer
+            link = self._link = _Link(writer)
+            asyncio.get_running_loop().create_task(self._read(reader, link))
+            return link
 
-    async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _read(self, reader: asyncio.StreamReader, link: _Link) -> None:
         try:
             while True:
                 head = await reader.readexactly(wire.HEADER.size)
                 (n,) = wire.HEADER.unpack(head)
                 rid, status, payload = orjson.loads(await reader.readexactly(n))
-                fut = self._pending.pop(rid, None)
+                fut = link.pending.pop(rid, None)
                 if fut is None or fut.done():
                     continue
                 if status == wire.OK:
@@ -357,27 +368,27 @@ class RemoteIngestor:
         except (asyncio.IncompleteReadError, OSError, ValueError):
             pass
         finally:
-            if self._writer is writer:
-                self._writer = None
+            if self._link is link:
+                self._link = None
             with contextlib.suppress(Exception):
-                writer.close()
-            # whatever was in flight on this connection is not known to be committed: 503
-            for rid in list(self._pending):
-                fut = self._pending.pop(rid)
+                link.writer.close()
+            # what was in flight on this connection is not known to be committed: 503, the client retries
+            for fut in link.pending.values():
                 if not fut.done():
                     fut.set_exception(WriterUnavailable("the writer process went away"))
+            link.pending.clear()
 
     async def _request(self, op: str, payload: Any) -> Any:
-        writer = await self._connect()
+        link = await self._connect()
         self._next += 1
         rid = self._next
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[rid] = fut
+        fut: asyncio.Future[Any] = link.loop.create_future()
+        link.pending[rid] = fut
         try:
-            writer.write(wire.frame([rid, op, payload]))
-            await writer.drain()
+            link.writer.write(wire.frame([rid, op, payload]))
+            await link.writer.drain()
         except (OSError, RuntimeError):
-            self._pending.pop(rid, None)
+            link.pending.pop(rid, None)
             raise WriterUnavailable("the writer process went away") from None
         return await fut
 
