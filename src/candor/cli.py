@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -141,17 +142,23 @@ def serve(
     if not 1 <= workers <= 64:
         err.print("[red]error:[/red] --workers must be between 1 and 64")
         raise typer.Exit(2)
-    rt = runtime(host=host, port=port)  # migrates and creates keys once, before workers start
-    rt.close()
     os.environ["CANDOR_DATA_DIR"] = str(s.data_dir)
     if s.database_url:
         os.environ["CANDOR_DATABASE_URL"] = s.database_url
+    os.environ.pop("CANDOR_WRITER_SOCKET", None)  # set below for this server's own workers only
+    if workers == 1:
+        rt = runtime(host=host, port=port)  # migrates and creates keys once, before serving
+        rt.close()
+    else:
+        # the same, in a process of its own: the supervisor that stays running keeps no Runtime
+        prepared = subprocess.run([sys.executable, "-m", "candor.writer", "--prepare"], check=False)
+        if prepared.returncode != 0:
+            raise typer.Exit(prepared.returncode)
     supervisor = None
     if workers > 1:
         # N HTTP workers validate and pseudonymise; one writer process commits for all (writer.py)
         from candor.writer import Supervisor
 
-        os.environ.pop("CANDOR_WRITER_SOCKET", None)
         supervisor = Supervisor(dict(os.environ))
         try:
             supervisor.start()

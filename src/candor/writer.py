@@ -206,9 +206,28 @@ def main(argv: list[str] | None = None) -> None:
 
     args = sys.argv[1:] if argv is None else argv
     _die_with_parent()
+    if args == ["--prepare"]:
+        _prepare()
+        return
     settings = Settings.from_env()
     logs.configure(settings.log_level)
     WriterProcess(settings, args[0]).serve()
+
+
+def _prepare() -> None:
+    """Migrate the store, create the key file, replay the erasure journal: once, before any worker."""
+    from candor import logs
+    from candor.app import Runtime
+    from candor.config import ConfigError, Settings
+    from candor.vault import VaultError
+
+    try:
+        settings = Settings.from_env()
+        logs.configure(settings.log_level)
+        Runtime(settings).close()
+    except (StoreUnavailable, VaultError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 # -- the supervisor (in the ``candor serve`` process) ------------------------------------------------
