@@ -134,7 +134,7 @@ def copies(server: ServerProcess) -> Counter[tuple[str, str]]:
     """(source name, messageId) → number of stored rows."""
     rows = server.query(
         "SELECT s.name, e.message_id, COUNT(*) FROM events e JOIN sources s ON s.id = e.source_id "
-        "GROUP BY e.source_id, e.message_id"
+        "GROUP BY s.name, e.message_id"
     )
     return Counter({(name, mid): n for name, mid, n in rows})
 
@@ -196,6 +196,11 @@ def test_acknowledged_events_survive_sigkill(server: ServerProcess, trial: int) 
     try:
         for t in threads:
             t.start()
+        # kill during sustained ingest: once requests are being acknowledged (a busy machine can take
+        # seconds for the first ones, more so with several workers and a writer to warm up)
+        deadline = time.monotonic() + 60
+        while not any(s.acked for s in senders) and time.monotonic() < deadline:
+            time.sleep(0.05)
         time.sleep(rng.uniform(0.7, 1.3))
         assert server.kill() == -9
     finally:
