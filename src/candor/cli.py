@@ -1043,3 +1043,8 @@ app.add_typer(_analytics_app, name="analytics")
 from candor.insights_cli import app as _insights_app  # noqa: E402 - mounted after `opened` exists
 
 app.add_typer(_insights_app, name="insights")
+
+# -- loyalty (loyalty_cli.py) ------------------------------------------------------------------------
+from candor.loyalty_cli import app as _loyalty_app  # noqa: E402 - mounted after `opened` exists
+
+app.add_typer(_loyalty_app, name="loyalty")
