@@ -599,6 +599,7 @@ class Loyalty:
         if ends_ms <= starts_ms:
             raise LoyaltyError("the offer must end after it starts")
         ts = now_ms()
+        self.rt.rights.source_id(SOURCE)  # the built-in source the answers are recorded from
         with self.store.write() as conn:
             if conn.execute(select(loyalty_offers.c.id).where(loyalty_offers.c.name == name)).first() is not None:
                 raise LoyaltyError(f"an offer named {name} already exists; offers are never edited", 409, "conflict")
