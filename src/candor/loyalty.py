@@ -830,7 +830,7 @@ class Loyalty:
         ts = now if now is not None else now_ms()
         with self.store.write() as conn:
             res = conn.execute(
-                self.store.insert_ignore(loyalty_benefits),
+                self.store.insert_ignore(loyalty_benefits).returning(loyalty_benefits.c.id),
                 {
                     "subject_id": subject,
                     "kind": kind,
@@ -840,7 +840,7 @@ class Loyalty:
                     "ts_ms": ts,
                 },
             )
-        return bool(res.rowcount)
+            return res.first() is not None
 
     # -- the value statement -------------------------------------------------------------------
     def ledger(self, conn: Any, people: Sequence[str]) -> list[dict[str, Any]]:
