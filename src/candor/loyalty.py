@@ -490,7 +490,7 @@ class Loyalty:
             cursor = int(conn.execute(select(loyalty_jobs.c.value).where(loyalty_jobs.c.name == JOB)).scalar() or 0)
             any_member = conn.execute(select(loyalty_members.c.subject_id).limit(1)).first() is not None
             top = int(conn.execute(select(func.coalesce(func.max(events.c.id), 0))).scalar_one())
-        if not any_member or top <= cursor - LOOKBACK:
+        if not any_member:  # purchases made before anyone joined never earn
             self._save_cursor(top)
             return out
         position = max(0, cursor - LOOKBACK)
@@ -505,9 +505,12 @@ class Loyalty:
                 ).all()
             if not rows:
                 break
+            candidates = self._candidates(rows)
             for eid, source_id, message_id, sid, ets, props in rows:
                 position = eid
                 out["events"] += 1
+                if (source_id, message_id) not in candidates:
+                    continue
                 credited = self._credit_purchase(sid, source_id, message_id, ets, props, ts)
                 if credited:
                     out["credited"] += 1
@@ -515,6 +518,28 @@ class Loyalty:
             if len(rows) < SCAN:
                 break
         self._save_cursor(top)
+        return out
+
+    def _candidates(self, rows: Sequence[Any]) -> set[tuple[int, str]]:
+        """The purchases of a chunk that may earn: made by someone in a member's profile since the join,
+        and not credited yet (read without a write lock; the write transaction checks again)."""
+        out: set[tuple[int, str]] = set()
+        with self.store.engine.connect() as conn:
+            joined: dict[str, int | None] = {}
+            for _eid, source_id, message_id, sid, ets, _props in rows:
+                if sid not in joined:
+                    row = self._member_row(conn, sid)
+                    joined[sid] = row["joined_ms"] if row is not None and row["state"] == "active" else None
+                since = joined[sid]
+                if since is not None and ets >= since:
+                    out.add((source_id, message_id))
+            refs = {f"order:{s}:{m}": (s, m) for s, m in out}
+            names = list(refs)
+            for i in range(0, len(names), 500):
+                for ref in conn.execute(
+                    select(loyalty_ledger.c.ref).where(loyalty_ledger.c.ref.in_(names[i : i + 500]))
+                ).scalars():
+                    out.discard(refs[ref])
         return out
 
     def _credit_purchase(self, sid: str, source_id: int, message_id: str, ets: int, props: str, ts: int) -> int:

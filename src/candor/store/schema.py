@@ -658,6 +658,7 @@ loyalty_ledger = Table(
     Column("actor", String(100), nullable=False),
     UniqueConstraint("subject_id", "ref", name="uq_loyalty_ledger_ref"),
     Index("ix_loyalty_ledger_subject_ts", "subject_id", "ts_ms"),
+    Index("ix_loyalty_ledger_ref", "ref"),
 )
 
 # Value-exchange offers: points for telling us something (fields, their data category and the purposes

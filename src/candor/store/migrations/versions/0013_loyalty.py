@@ -49,6 +49,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("loyalty_ledger", schema=None) as batch_op:
         batch_op.create_index("ix_loyalty_ledger_subject_ts", ["subject_id", "ts_ms"], unique=False)
+        batch_op.create_index("ix_loyalty_ledger_ref", ["ref"], unique=False)
     op.create_table(
         "loyalty_offers",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
@@ -96,6 +97,7 @@ def downgrade() -> None:
     op.drop_table("loyalty_benefits")
     op.drop_table("loyalty_offers")
     with op.batch_alter_table("loyalty_ledger", schema=None) as batch_op:
+        batch_op.drop_index("ix_loyalty_ledger_ref")
         batch_op.drop_index("ix_loyalty_ledger_subject_ts")
     op.drop_table("loyalty_ledger")
     op.drop_table("loyalty_members")
