@@ -201,7 +201,8 @@ class Loyalty:
         if latest is not None and latest.sha256 == text_sha256(text):
             return latest
         try:
-            # materially changed terms: members must agree again before the programme uses more data
+            # a new version applies to joins from now on; members who joined under an older one keep
+            # their membership (docs/loyalty.md says how to ask them again)
             return self.rt.consent.add_notice(
                 NOTICE_ID, (latest.version + 1) if latest else 1, "en", text, requires_reconsent=False, actor=actor
             )
