@@ -431,3 +431,25 @@ def test_ledger_invariant_under_random_sequences(make_settings: Callable[..., Se
         balance_invariant(rt)
     finally:
         rt.close()
+
+
+def test_a_notice_that_requires_reconsent_ends_older_memberships(make_settings: Callable[..., Settings]) -> None:
+    rt = Runtime(make_settings())
+    try:
+        with rt.store.write() as conn:
+            sid, _ = rt.vault.new_subject(conn)
+        rt.loyalty.join(sid)
+        rt.loyalty.earn(sid, 40, kind="purchase", ref="x")
+        same = rt.loyalty.publish_notice()
+        assert same.version == 1  # unchanged settings: no new version
+        rt.consent.add_notice(
+            NOTICE_ID, 2, "en", rt.loyalty.notice_text() + "\n\nFewer points.", requires_reconsent=True
+        )
+        status = rt.loyalty.status(sid)
+        assert status["member"] is False and status["balance"] == 40  # asked again; the points stay
+        with pytest.raises(LoyaltyError) as info:
+            rt.loyalty.join(sid, notice_version=1)
+        assert info.value.code == "notice_changed"
+        assert rt.loyalty.join(sid, notice_version=2)["member"] is True
+    finally:
+        rt.close()
