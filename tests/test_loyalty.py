@@ -52,6 +52,7 @@ async def join(a: Api, uid: str = "m-1") -> dict[str, Any]:
 
 async def order(a: Api, uid: str, mid: str, revenue: Any, **extra: Any) -> None:
     body = {"userId": uid, "event": "Order Completed", "messageId": mid, "properties": {"revenue": revenue}, **extra}
+    body = {k: v for k, v in body.items() if v is not None}
     r = await a.post("/v1/track", body)
     assert r.status_code == 200, r.text
 
@@ -453,3 +454,23 @@ def test_a_notice_that_requires_reconsent_ends_older_memberships(make_settings: 
         assert rt.loyalty.join(sid, notice_version=2)["member"] is True
     finally:
         rt.close()
+
+
+async def test_purchases_of_every_identifier_of_the_profile_earn(settings: Settings) -> None:
+    async with api(settings) as a:
+        assert (await a.post("/v1/track", {"anonymousId": "browser-1", "event": "Product Viewed"})).status_code == 200
+        browser = a.rt.consent.subject_for("anonymous_id", "browser-1")
+        r = await a.post("/v1/identify", {"userId": "m-1", "anonymousId": "browser-1", "traits": {"plan": "x"}})
+        assert r.status_code == 200
+        account = a.rt.consent.subject_for("user_id", "m-1")
+        assert browser and account and browser != account
+        assert a.rt.identity.profile_of(browser) == a.rt.identity.profile_of(account)
+        await join(a)
+        await order(a, "x", "anon-order", 30, userId=None, anonymousId="browser-1")
+        assert a.rt.loyalty.earn_purchases()["credited"] == 1
+        assert a.rt.loyalty.status(browser)["balance"] == 30 == a.rt.loyalty.status(account)["balance"]
+        r = await a.client.post(
+            "/v1/loyalty/members", json={"anonymousId": "browser-1", "noticeVersion": 1}, headers=bearer(a.owner)
+        )
+        assert r.status_code == 409  # one membership per person, whichever identifier asks
+        balance_invariant(a.rt)

@@ -43,6 +43,7 @@ from candor.store.schema import (
     loyalty_ledger,
     loyalty_members,
     loyalty_offers,
+    profile_subjects,
 )
 
 PURPOSE = "loyalty"
@@ -63,6 +64,7 @@ MAX_VALUE = 200
 SCAN = 2000  # events read per step of the purchase job
 LOOKBACK = 10_000  # event ids re-read behind the cursor: a transaction may commit a lower id later
 JOB = "purchases"
+CREDIT_BATCH = SCAN  # purchases credited per write transaction
 
 
 class LoyaltyError(ValueError):
@@ -507,18 +509,52 @@ class Loyalty:
             if not rows:
                 break
             candidates = self._candidates(rows)
-            for eid, source_id, message_id, sid, ets, props in rows:
-                position = eid
-                out["events"] += 1
-                if (source_id, message_id) not in candidates:
-                    continue
-                credited = self._credit_purchase(sid, source_id, message_id, ets, props, ts)
-                if credited:
-                    out["credited"] += 1
-                    out["points"] += credited
+            position = rows[-1][0]
+            out["events"] += len(rows)
+            todo = [r for r in rows if (r[1], r[2]) in candidates]
+            for i in range(0, len(todo), CREDIT_BATCH):
+                n, points = self._credit_batch(todo[i : i + CREDIT_BATCH], ts)
+                out["credited"] += n
+                out["points"] += points
             if len(rows) < SCAN:
                 break
         self._save_cursor(top)
+        return out
+
+    def _members_of(self, conn: Any, sids: Iterable[str]) -> dict[str, Any]:
+        """For many subjects at once: the membership of each one's profile (active preferred), if any."""
+        sids = list(set(sids))
+        profile_of: dict[str, str] = {}
+        for i in range(0, len(sids), 500):
+            profile_of.update(
+                conn.execute(
+                    select(profile_subjects.c.subject_id, profile_subjects.c.profile_id).where(
+                        profile_subjects.c.subject_id.in_(sids[i : i + 500])
+                    )
+                ).all()
+            )
+        groups: dict[str, list[str]] = {}
+        pids = list(set(profile_of.values()))
+        for i in range(0, len(pids), 500):
+            for sid, pid in conn.execute(
+                select(profile_subjects.c.subject_id, profile_subjects.c.profile_id).where(
+                    profile_subjects.c.profile_id.in_(pids[i : i + 500])
+                )
+            ):
+                groups.setdefault(pid, []).append(sid)
+        people = {s: groups.get(profile_of[s], [s]) if s in profile_of else [s] for s in sids}
+        everyone = list({p for ps in people.values() for p in ps})
+        rows: dict[str, Any] = {}
+        for i in range(0, len(everyone), 500):
+            for r in conn.execute(
+                select(loyalty_members).where(loyalty_members.c.subject_id.in_(everyone[i : i + 500]))
+            ).mappings():
+                rows[r["subject_id"]] = r
+        out: dict[str, Any] = {}
+        for s, ps in people.items():
+            found = sorted((rows[p] for p in ps if p in rows), key=lambda r: (r["state"] != "active", -r["joined_ms"]))
+            if found:
+                out[s] = found[0]
         return out
 
     def _candidates(self, rows: Sequence[Any]) -> set[tuple[int, str]]:
@@ -526,13 +562,10 @@ class Loyalty:
         and not credited yet (read without a write lock; the write transaction checks again)."""
         out: set[tuple[int, str]] = set()
         with self.store.engine.connect() as conn:
-            joined: dict[str, int | None] = {}
+            members = self._members_of(conn, (r[3] for r in rows))
             for _eid, source_id, message_id, sid, ets, _props in rows:
-                if sid not in joined:
-                    row = self._member_row(conn, sid)
-                    joined[sid] = row["joined_ms"] if row is not None and row["state"] == "active" else None
-                since = joined[sid]
-                if since is not None and ets >= since:
+                m = members.get(sid)
+                if m is not None and m["state"] == "active" and ets >= m["joined_ms"]:
                     out.add((source_id, message_id))
             refs = {f"order:{s}:{m}": (s, m) for s, m in out}
             names = list(refs)
@@ -543,34 +576,75 @@ class Loyalty:
                     out.discard(refs[ref])
         return out
 
-    def _credit_purchase(self, sid: str, source_id: int, message_id: str, ets: int, props: str, ts: int) -> int:
+    def _credit_batch(self, rows: Sequence[Any], ts: int) -> tuple[int, int]:
+        """Credit a batch of purchases in one write transaction (all or none): per member, one lock, one
+        look-up of the refs already credited, the rows appended in event order, one balance update."""
+        credited = total = 0
+        with self.store.write() as conn:
+            members = self._members_of(conn, (r[3] for r in rows))
+            per_member: dict[str, list[tuple[str, int, float, int]]] = {}
+            found_of: dict[str, Any] = {}
+            for _eid, source_id, message_id, sid, ets, props in rows:
+                points, amount = self._purchase_points(props)
+                found = members.get(sid)
+                # only purchases made while a member, with the opt-in in force now
+                if points <= 0 or found is None or ets < found["joined_ms"]:
+                    continue
+                found_of[found["subject_id"]] = found
+                per_member.setdefault(found["subject_id"], []).append(
+                    (f"order:{source_id}:{message_id}", points, amount, source_id)
+                )
+            for msid, items in per_member.items():
+                if not self._active(conn, found_of[msid], ts):
+                    continue
+                member = self._lock(conn, msid)
+                refs = [i[0] for i in items]
+                seen = set(
+                    conn.execute(
+                        select(loyalty_ledger.c.ref).where(
+                            and_(loyalty_ledger.c.subject_id == msid, loyalty_ledger.c.ref.in_(refs))
+                        )
+                    ).scalars()
+                )
+                balance = int(member["balance"])
+                new = []
+                for ref, points, amount, source_id in items:
+                    if ref in seen:
+                        continue
+                    seen.add(ref)
+                    balance += points
+                    new.append(
+                        {
+                            "subject_id": msid,
+                            "kind": "purchase",
+                            "points": points,
+                            "balance_after": balance,
+                            "ref": ref[:250],
+                            "detail": f"source #{source_id}",
+                            "amount": round(amount, 2),
+                            "ts_ms": ts,
+                            "expires_ms": ts + self.expiry_ms if self.expiry_ms else None,
+                            "actor": "system",
+                        }
+                    )
+                if not new:
+                    continue
+                conn.execute(loyalty_ledger.insert(), new)
+                conn.execute(
+                    update(loyalty_members).where(loyalty_members.c.subject_id == msid).values(balance=balance)
+                )
+                credited += len(new)
+                total += sum(r["points"] for r in new)
+        return credited, total
+
+    def _purchase_points(self, props: str) -> tuple[int, float]:
         try:
             amount = _amount(orjson.loads(props))
         except orjson.JSONDecodeError:
-            return 0
+            return 0, 0.0
         if amount is None:
-            return 0
-        points = min(MAX_POINTS, math.floor(amount * self.per_unit + 1e-9))
-        if points <= 0:
-            return 0
-        with self.store.write() as conn:
-            found = self._member_row(conn, sid)
-            # only purchases made while a member, with the opt-in in force now
-            if found is None or ets < found["joined_ms"] or not self._active(conn, found, ts):
-                return 0
-            member = self._lock(conn, found["subject_id"])
-            row = self._append(
-                conn,
-                member,
-                "purchase",
-                points,
-                f"order:{source_id}:{message_id}",
-                actor="system",
-                ts=ts,
-                detail=f"source #{source_id}",
-                amount=round(amount, 2),
-            )
-        return points if row is not None else 0
+            return 0, 0.0
+        return min(MAX_POINTS, math.floor(amount * self.per_unit + 1e-9)), amount
 
     def _save_cursor(self, value: int) -> None:
         with self.store.write() as conn:
