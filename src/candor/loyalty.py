@@ -607,12 +607,14 @@ class Loyalty:
                     ).scalars()
                 )
                 balance = int(member["balance"])
-                new = []
+                new: list[dict[str, Any]] = []
+                gained = 0
                 for ref, points, amount, source_id in items:
                     if ref in seen:
                         continue
                     seen.add(ref)
                     balance += points
+                    gained += points
                     new.append(
                         {
                             "subject_id": msid,
@@ -634,7 +636,7 @@ class Loyalty:
                     update(loyalty_members).where(loyalty_members.c.subject_id == msid).values(balance=balance)
                 )
                 credited += len(new)
-                total += sum(r["points"] for r in new)
+                total += gained
         return credited, total
 
     def _purchase_points(self, props: str) -> tuple[int, float]:
