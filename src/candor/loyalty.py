@@ -434,6 +434,9 @@ class Loyalty:
                 if self._append(conn, member, "expire", -due, f"expire:{ts}", actor="system", ts=ts) is not None:
                     expired += due
                     members += 1
+        if members:
+            with self.store.write() as conn:
+                audit.record(conn, "system", "loyalty.expire", details={"members": members, "points": expired})
         return {"members": members, "points": expired}
 
     def _due(self, conn: Any, sid: str, ts: int) -> int:
