@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, bindparam, func, select, update
 
 from candor import audit
 from candor.events import iso_ms
@@ -580,8 +580,9 @@ class Loyalty:
         return out
 
     def _credit_batch(self, rows: Sequence[Any], ts: int) -> tuple[int, int]:
-        """Credit a batch of purchases in one write transaction (all or none): per member, one lock, one
-        look-up of the refs already credited, the rows appended in event order, one balance update."""
+        """Credit a batch of purchases in one write transaction (all or none): the members' rows locked in
+        one order, one look-up of the refs already credited, the rows appended in event order, one balance
+        update per member."""
         credited = total = 0
         with self.store.write() as conn:
             members = self._members_of(conn, (r[3] for r in rows))
@@ -597,25 +598,41 @@ class Loyalty:
                 per_member.setdefault(found["subject_id"], []).append(
                     (f"order:{source_id}:{message_id}", points, amount, source_id)
                 )
-            for msid, items in per_member.items():
-                if not self._active(conn, found_of[msid], ts):
-                    continue
-                member = self._lock(conn, msid)
-                refs = [i[0] for i in items]
-                seen = set(
-                    conn.execute(
-                        select(loyalty_ledger.c.ref).where(
-                            and_(loyalty_ledger.c.subject_id == msid, loyalty_ledger.c.ref.in_(refs))
+            msids = sorted(per_member)
+            self.rt.consent.preload(msids, conn)
+            active = [m for m in msids if self._active(conn, found_of[m], ts)]
+            locked: dict[str, Any] = {}
+            seen: set[tuple[str, str]] = set()
+            for i in range(0, len(active), 500):  # rows locked in one order: concurrent runs cannot deadlock
+                part = active[i : i + 500]
+                for r in conn.execute(
+                    select(loyalty_members)
+                    .where(loyalty_members.c.subject_id.in_(part))
+                    .order_by(loyalty_members.c.subject_id)
+                    .with_for_update()
+                ).mappings():
+                    locked[r["subject_id"]] = r
+            refs = sorted({item[0] for m in active for item in per_member[m]})
+            for i in range(0, len(refs), 500):
+                seen.update(
+                    (str(sid), str(ref))
+                    for sid, ref in conn.execute(
+                        select(loyalty_ledger.c.subject_id, loyalty_ledger.c.ref).where(
+                            loyalty_ledger.c.ref.in_(refs[i : i + 500])
                         )
-                    ).scalars()
+                    )
                 )
-                balance = int(member["balance"])
-                new: list[dict[str, Any]] = []
+            new: list[dict[str, Any]] = []
+            balances: list[dict[str, Any]] = []
+            for msid in active:
+                if msid not in locked:
+                    continue
+                balance = int(locked[msid]["balance"])
                 gained = 0
-                for ref, points, amount, source_id in items:
-                    if ref in seen:
+                for ref, points, amount, source_id in per_member[msid]:
+                    if (msid, ref) in seen:
                         continue
-                    seen.add(ref)
+                    seen.add((msid, ref))
                     balance += points
                     gained += points
                     new.append(
@@ -632,14 +649,18 @@ class Loyalty:
                             "actor": "system",
                         }
                     )
-                if not new:
-                    continue
+                    credited += 1
+                if gained:
+                    total += gained
+                    balances.append({"sid": msid, "bal": balance})
+            if new:
                 conn.execute(loyalty_ledger.insert(), new)
                 conn.execute(
-                    update(loyalty_members).where(loyalty_members.c.subject_id == msid).values(balance=balance)
+                    update(loyalty_members)
+                    .where(loyalty_members.c.subject_id == bindparam("sid"))
+                    .values(balance=bindparam("bal")),
+                    balances,
                 )
-                credited += len(new)
-                total += gained
         return credited, total
 
     def _purchase_points(self, props: str) -> tuple[int, float]:
