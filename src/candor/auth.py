@@ -51,6 +51,7 @@ SCOPES: dict[str, str] = {
     "settings:write": "change sources, tokens, purposes, notices and retention",
     "privacy:read": "read the data dictionary and the privacy inbox (field names and counts, never values)",
     "privacy:write": "declare data categories and retention, set detection policies, decide the privacy inbox",
+    "recommendations:read": "read recommendations and next-best-action decisions for one person (consent-gated)",
 }
 
 ROLES: dict[str, frozenset[str]] = {
@@ -70,7 +71,15 @@ ROLES: dict[str, frozenset[str]] = {
         }
     ),
     "marketer": frozenset(
-        {"stats:read", "profiles:read", "consent:read", "segments:write", "campaigns:send", "insights:read"}
+        {
+            "stats:read",
+            "profiles:read",
+            "consent:read",
+            "segments:write",
+            "campaigns:send",
+            "insights:read",
+            "recommendations:read",
+        }
     ),
     "analyst": frozenset({"stats:read", "insights:read"}),
     "support": frozenset({"profiles:read", "consent:read"}),

@@ -1,0 +1,105 @@
+"""The built-in recommenders, registered like any other (``register``)."""
+
+from __future__ import annotations
+
+from candor.recommend.types import Ask, Model, Recommender, Suggestion
+
+REGISTRY: dict[str, Recommender] = {}
+
+
+def register(rec: Recommender) -> Recommender:
+    """Add a recommender to the blend (by its ``name``; a second one of the same name replaces it)."""
+    REGISTRY[rec.name] = rec
+    return rec
+
+
+def _normalised(scores: dict[str, tuple[float, str, str]], limit: int) -> list[Suggestion]:
+    ranked = sorted(scores.items(), key=lambda kv: (-kv[1][0], kv[0]))[:limit]
+    if not ranked:
+        return []
+    top = ranked[0][1][0] or 1.0
+    return [Suggestion(item, s / top, kind, because) for item, (s, kind, because) in ranked]
+
+
+class ItemToItem:
+    """Customers who bought (or viewed) this also bought: neighbours of the person's items, weighted by
+    how strongly they interacted (bought > added to cart > viewed) and how recently."""
+
+    name = "item_to_item"
+    personal = True
+    weight = 1.0
+
+    def suggest(self, ask: Ask, model: Model) -> list[Suggestion]:
+        scores: dict[str, float] = {}
+        best: dict[str, tuple[float, str, str]] = {}
+        strongest: dict[str, tuple[float, str]] = {}  # per history item: weight and kind
+        for rank, it in enumerate(sorted(ask.history, key=lambda i: -i.ts_ms)):
+            w = it.weight * (0.98**rank)  # recent interactions count a little more
+            if w > strongest.get(it.item_id, (0.0, ""))[0]:
+                strongest[it.item_id] = (w, it.kind)
+        for src, (w, kind) in strongest.items():
+            for nbr, sim in model.neighbors.get(src, ()):
+                if nbr in ask.exclude or (nbr in strongest and strongest[nbr][1] != "viewed") or not model.usable(nbr):
+                    continue
+                contrib = w * sim
+                scores[nbr] = scores.get(nbr, 0.0) + contrib
+                if contrib > best.get(nbr, (0.0, "", ""))[0]:
+                    best[nbr] = (contrib, kind, src)
+        return _normalised({i: (s, best[i][1], best[i][2]) for i, s in scores.items()}, ask.limit * 3)
+
+
+class StatedInterests:
+    """What the person told us they like (preference center): the best sellers of those categories."""
+
+    name = "interests"
+    personal = True
+    weight = 0.35
+
+    def suggest(self, ask: Ask, model: Model) -> list[Suggestion]:
+        scores: dict[str, tuple[float, str, str]] = {}
+        for interest in ask.interests:
+            for cat in model.interest_map.get(interest, ()):
+                for item, score in model.by_category.get(cat, [])[: ask.limit * 2]:
+                    if item in ask.exclude or not model.usable(item):
+                        continue
+                    if score > scores.get(item, (0.0, "", ""))[0]:
+                        scores[item] = (score, "interest", interest)
+        return _normalised(scores, ask.limit * 2)
+
+
+class Bestsellers:
+    """Non-personal: what most people bought lately. The fallback for everyone."""
+
+    name = "bestsellers"
+    personal = False
+    weight = 0.05
+
+    def suggest(self, ask: Ask, model: Model) -> list[Suggestion]:
+        scores = {
+            item: (score, "bestseller", "")
+            for item, score in model.popular[: ask.limit + len(ask.exclude)]
+            if item not in ask.exclude and model.usable(item)
+        }
+        return _normalised(scores, ask.limit)
+
+
+def blend(ask: Ask, model: Model, personal: bool, recommenders: list[Recommender] | None = None) -> list[Suggestion]:
+    """The blended list: each recommender's normalised scores times its weight, the reason taken from
+    the recommender that contributed most; non-personal recommenders only when ``personal`` is False."""
+    total: dict[str, float] = {}
+    reason: dict[str, tuple[float, Suggestion]] = {}
+    for rec in recommenders if recommenders is not None else list(REGISTRY.values()):
+        if rec.personal and not personal:
+            continue
+        for s in rec.suggest(ask, model):
+            part = rec.weight * s.score
+            total[s.item_id] = total.get(s.item_id, 0.0) + part
+            if part > reason.get(s.item_id, (-1.0, s))[0]:
+                reason[s.item_id] = (part, s)
+    ranked = sorted(total.items(), key=lambda kv: (-kv[1], kv[0]))[: ask.limit]
+    return [Suggestion(i, round(score, 6), reason[i][1].kind, reason[i][1].because) for i, score in ranked]
+
+
+register(ItemToItem())
+register(StatedInterests())
+register(Bestsellers())
