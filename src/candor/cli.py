@@ -1043,3 +1043,10 @@ app.add_typer(_analytics_app, name="analytics")
 from candor.insights_cli import app as _insights_app  # noqa: E402 - mounted after `opened` exists
 
 app.add_typer(_insights_app, name="insights")
+
+
+# -- recommendations and next best action (recommend/cli.py) ----------------------------------------
+from candor.recommend import cli as _recommend_cli  # noqa: E402 - mounted after `opened` exists
+
+app.add_typer(_recommend_cli.app, name="recommend")
+app.add_typer(_recommend_cli.decide_app, name="decide")

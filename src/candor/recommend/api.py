@@ -20,7 +20,6 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     "403": {"model": ErrorBody},
     "404": {"model": ErrorBody},
 }
-ID = Query(None, max_length=400)
 
 
 def _fail(exc: RecommendError | DecideError | CatalogError) -> Response:
@@ -30,7 +29,10 @@ def _fail(exc: RecommendError | DecideError | CatalogError) -> Response:
 
 @router.get("/v1/recommendations", dependencies=[Depends(Require("recommendations:read"))], responses=ERRORS)
 def recommendations(
-    request: Request, userId: str | None = ID, anonymousId: str | None = ID, limit: int = Query(10)
+    request: Request,
+    userId: str | None = Query(None, max_length=400),
+    anonymousId: str | None = Query(None, max_length=400),
+    limit: int = Query(10),
 ) -> Any:
     """Recommendations for one person, each with its reason; bestsellers (marked) without consent."""
     try:
@@ -43,8 +45,8 @@ def recommendations(
 @router.get("/v1/decide", dependencies=[Depends(Require("recommendations:read"))], responses=ERRORS)
 def decide(
     request: Request,
-    userId: str | None = ID,
-    anonymousId: str | None = ID,
+    userId: str | None = Query(None, max_length=400),
+    anonymousId: str | None = Query(None, max_length=400),
     placement: str = Query("", max_length=100),
 ) -> Any:
     """The offer for one person at one placement, from the configured rules (server to server)."""
@@ -62,7 +64,9 @@ def _decide(request: Request, user_id: str | None, anonymous_id: str | None, pla
 
 
 @router.get("/v1/decide/client", dependencies=[Depends(SourceAuth())], responses=ERRORS)
-def decide_client(request: Request, anonymousId: str | None = ID, placement: str = Query("", max_length=100)) -> Any:
+def decide_client(
+    request: Request, anonymousId: str | None = Query(None, max_length=400), placement: str = Query("", max_length=100)
+) -> Any:
     """Client-side decide with the source write key: by anonymousId only (a browser can forge a userId,
     not guess another visitor's random anonymousId)."""
     rt = request.app.state.candor
