@@ -188,6 +188,24 @@ class Recommendations:
         personalized = basis in ("personalized", "no_history") and any(s.kind != "bestseller" for s in suggestions)
         return Answer(personalized, basis, items, profile)
 
+    def template_helper(self, subject_id: str | None) -> Any:
+        """``recommendations(n)`` for a campaign template: this person's items with consent (checked again
+        here), the bestsellers otherwise; plain dicts only (the template runs in Jinja's sandbox)."""
+        cache: dict[int, list[dict[str, Any]]] = {}
+
+        def recommendations(n: int = 3) -> list[dict[str, Any]]:
+            k = max(1, min(int(n), 10))
+            if k not in cache:
+                answer = self.for_subject(subject_id, k)
+                cache[k] = [
+                    {"product_id": i["product_id"], "name": i["name"], "category": i["category"],
+                     "why": i["reason"]["text"]}
+                    for i in answer.items
+                ]  # fmt: skip
+            return [dict(i) for i in cache[k]]
+
+        return recommendations
+
     def for_identifiers(self, user_id: str | None, anonymous_id: str | None, limit: int = 10) -> Answer:
         return self.for_subject(self.subject(user_id, anonymous_id), limit)
 
