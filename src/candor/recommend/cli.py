@@ -44,7 +44,7 @@ def rebuild(
     with opened(*_errors()) as rt:
         check_name(engine)
         labels = ["refreshing the analytics store", "checking consent", "reading interactions", "interactions",
-                  "capped", "norms", "pairs", "neighbors", "popular", "saving the model"]  # fmt: skip
+                  "capped", "norms", "half", "pairs", "ranked", "neighbors", "popular", "saving the model"]  # fmt: skip
         with Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
         ) as bar:

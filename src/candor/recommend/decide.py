@@ -313,7 +313,7 @@ class Decider:
         won = next((r for r in place.rules if r.name == name), None)
         body["personalized"] = bool(won is not None and won.personal and profile is not None)
         if offer.recommendations:
-            answer = rec.for_subject(subject, offer.recommendations)
+            answer = rec.for_subject(subject, offer.recommendations, allowed=personal)
             body["offer"]["items"] = answer.items
             body["personalized"] = body["personalized"] or answer.personalized
         return body

@@ -70,47 +70,61 @@ class Params:
     max_items: int = 200
 
 
-def steps(p: Params, *, with_users: bool, touched: bool) -> list[tuple[str, str]]:
-    """The job after extraction, as (table, SELECT) pairs in DuckDB's SQL; every number is a validated
-    setting (int/float), never a value from a request."""
-    user = "u.user_id" if with_users else "r.subject_id"
-    join_users = "JOIN users u ON u.subject_id = r.subject_id" if with_users else ""
-    only = "WHERE a.item_id IN (SELECT item_id FROM touched)" if touched else ""
+def steps(p: Params, *, touched: bool) -> list[tuple[str, str]]:
+    """The job after extraction, as (table, SELECT) pairs in DuckDB's SQL that sqlglot carries to Spark.
+
+    People and items are small integers (``users.ux``, ``items.ix``, numbered by the caller) so that
+    joins and groupings work on integers; each pair is counted once (``a.ix < b.ix``) and mirrored.
+    Every number is a validated setting (int/float), never a value from a request."""
+    only = "WHERE a.ix IN (SELECT ix FROM touched) OR b.ix IN (SELECT ix FROM touched)" if touched else ""
+    keep = "WHERE p.x IN (SELECT ix FROM touched)" if touched else ""
     score = f"p.co / sqrt(na.n * nb.n) * (p.support / (p.support + {float(p.shrinkage)}))"
     return [
         (
             "interactions",
-            f"SELECT {user} AS user_id, r.item_id, max(r.w) AS w, max(r.ts_ms) AS last_ms "
-            f"FROM raw r {join_users} JOIN items i ON i.item_id = r.item_id GROUP BY {user}, r.item_id",
+            "SELECT u.ux, i.ix, max(r.w) AS w, max(r.ts_ms) AS last_ms "
+            "FROM raw r JOIN users u ON u.subject_id = r.subject_id JOIN items i ON i.item_id = r.item_id "
+            "GROUP BY u.ux, i.ix",
         ),
         (
             "capped",
-            "SELECT user_id, item_id, w FROM (SELECT user_id, item_id, w, row_number() OVER "
-            "(PARTITION BY user_id ORDER BY last_ms DESC, item_id) AS rn FROM interactions) x "
+            "SELECT ux, ix, w FROM (SELECT ux, ix, w, row_number() OVER "
+            "(PARTITION BY ux ORDER BY last_ms DESC, ix) AS rn FROM interactions) c "
             f"WHERE rn <= {int(p.max_items)}",
         ),
         (
             "norms",
-            "SELECT item_id, sum(w * w) AS n, count(*) AS people, sum(CASE WHEN w >= 3 THEN 1 ELSE 0 END) AS buyers "
-            "FROM capped GROUP BY item_id",
+            "SELECT ix, sum(w * w) AS n, count(*) AS people, sum(CASE WHEN w >= 3 THEN 1 ELSE 0 END) AS buyers "
+            "FROM capped GROUP BY ix",
+        ),
+        (
+            "half",
+            "SELECT a.ix AS x, b.ix AS y, sum(a.w * b.w) AS co, count(*) AS support "
+            f"FROM capped a JOIN capped b ON a.ux = b.ux AND a.ix < b.ix {only} "
+            f"GROUP BY a.ix, b.ix HAVING count(*) >= {int(p.min_support)}",
         ),
         (
             "pairs",
-            "SELECT a.item_id, b.item_id AS neighbor_id, sum(a.w * b.w) AS co, count(*) AS support "
-            f"FROM capped a JOIN capped b ON a.user_id = b.user_id AND a.item_id <> b.item_id {only} "
-            f"GROUP BY a.item_id, b.item_id HAVING count(*) >= {int(p.min_support)}",
+            "SELECT h.x AS x, h.y AS y, h.co, h.support FROM half h "
+            "UNION ALL SELECT h.y AS x, h.x AS y, h.co, h.support FROM half h",
         ),
         (
-            "neighbors",
-            "SELECT item_id, neighbor_id, score, support FROM ("
-            f"SELECT p.item_id, p.neighbor_id, {score} AS score, p.support, row_number() OVER "
-            f"(PARTITION BY p.item_id ORDER BY {score} DESC, p.neighbor_id) AS rn "
-            "FROM pairs p JOIN norms na ON na.item_id = p.item_id JOIN norms nb ON nb.item_id = p.neighbor_id) x "
+            "ranked",
+            "SELECT x, y, score, support FROM ("
+            f"SELECT p.x, p.y, {score} AS score, p.support, row_number() OVER "
+            f"(PARTITION BY p.x ORDER BY {score} DESC, p.y) AS rn "
+            f"FROM pairs p JOIN norms na ON na.ix = p.x JOIN norms nb ON nb.ix = p.y {keep}) q "
             f"WHERE rn <= {int(p.neighbors)}",
         ),
         (
+            "neighbors",
+            "SELECT ia.item_id, ib.item_id AS neighbor_id, r.score, r.support "
+            "FROM ranked r JOIN items ia ON ia.ix = r.x JOIN items ib ON ib.ix = r.y",
+        ),
+        (
             "popular",
-            f"SELECT item_id, buyers + 0.1 * people AS score, buyers FROM norms WHERE people >= {int(p.min_support)}",
+            "SELECT i.item_id, n.buyers + 0.1 * n.people AS score, n.buyers "
+            f"FROM norms n JOIN items i ON i.ix = n.ix WHERE n.people >= {int(p.min_support)}",
         ),
     ]
 
@@ -133,10 +147,21 @@ class Built:
 Progress = Callable[[str], None]
 
 
+def _numbered(items: list[str], users: list[tuple[str, str]]) -> tuple[Any, Any]:
+    """Arrow tables ``items(item_id, ix)`` and ``users(subject_id, ux)``: one ``ux`` per profile."""
+    import pyarrow as pa
+
+    profiles: dict[str, int] = {}
+    ux = [profiles.setdefault(profile, len(profiles)) for _, profile in users]
+    items_t = pa.table({"item_id": pa.array(items, pa.string()), "ix": pa.array(range(len(items)), pa.int32())})
+    users_t = pa.table({"subject_id": pa.array([u[0] for u in users], pa.string()), "ux": pa.array(ux, pa.int32())})
+    return items_t, users_t
+
+
 def run_duckdb(
     files: list[str],
     items: list[str],
-    users: list[tuple[str, str]] | None,
+    users: list[tuple[str, str]],
     p: Params,
     *,
     since: int = 0,
@@ -144,8 +169,6 @@ def run_duckdb(
     progress: Progress | None = None,
 ) -> Built:
     """The job on DuckDB over Parquet files of the analytics store's layout (events view columns)."""
-    import pyarrow as pa
-
     from candor.analytics import events_view
 
     started = time.perf_counter()
@@ -154,16 +177,11 @@ def run_duckdb(
     )
     try:
         con.execute(f"CREATE VIEW events AS {events_view(files)}")
-        items_t = pa.table({"item_id": pa.array(items, pa.string())})
+        items_t, users_t = _numbered(items, users)
         con.register("items_arrow", items_t)
         con.execute("CREATE TEMP TABLE items AS SELECT * FROM items_arrow")
-        if users is not None:
-            users_t = pa.table(
-                {"subject_id": pa.array([u[0] for u in users], pa.string()),
-                 "user_id": pa.array([u[1] for u in users], pa.string())}
-            )  # fmt: skip
-            con.register("users_arrow", users_t)
-            con.execute("CREATE TEMP TABLE users AS SELECT * FROM users_arrow")
+        con.register("users_arrow", users_t)
+        con.execute("CREATE TEMP TABLE users AS SELECT * FROM users_arrow")
         step = progress or (lambda _label: None)
         step("reading interactions")
         high = int(con.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0])  # type: ignore[index]
@@ -171,16 +189,15 @@ def run_duckdb(
         con.execute(f"CREATE TEMP TABLE raw AS {EXTRACT_DUCKDB.format(since=0)}")
         if since:
             con.execute(
-                "CREATE TEMP TABLE touched AS SELECT DISTINCT r.item_id FROM raw r "
+                "CREATE TEMP TABLE touched AS SELECT DISTINCT i.ix, i.item_id FROM raw r "
                 f"JOIN items i ON i.item_id = r.item_id WHERE r.id > {int(since)}"
             )
             touched = [r[0] for r in con.execute("SELECT item_id FROM touched ORDER BY item_id").fetchall()]
-        for name, sql in steps(p, with_users=users is not None, touched=since > 0):
+        for name, sql in steps(p, touched=since > 0):
             step(name)
             con.execute(f"CREATE TEMP TABLE {name} AS {sql}")
-        neighbors = [
-            (str(a), str(b), float(s), int(n)) for a, b, s, n in con.execute("SELECT * FROM neighbors").fetchall()
-        ]
+        rows = con.execute("SELECT * FROM neighbors").fetchall()
+        neighbors = [(str(a), str(b), float(s), int(n)) for a, b, s, n in rows]
         popular = [(str(i), float(s), int(b)) for i, s, b in con.execute("SELECT * FROM popular").fetchall()]
     finally:
         con.close()
@@ -188,34 +205,35 @@ def run_duckdb(
 
 
 def run_spark(
-    engine: Any, files: list[str], items: list[str], users: list[tuple[str, str]] | None, p: Params,
-    *, since: int = 0, progress: Progress | None = None,
-) -> Built:  # fmt: skip
+    engine: Any,
+    files: list[str],
+    items: list[str],
+    users: list[tuple[str, str]],
+    p: Params,
+    *,
+    since: int = 0,
+    progress: Progress | None = None,
+) -> Built:
     """The same job on Spark (engines.SparkEngine): the Parquet files read by Spark, the steps transpiled."""
-    import pyarrow as pa
-
     started = time.perf_counter()
     spark = engine.session()
     step = progress or (lambda _label: None)
     step("reading interactions")
     spark.read.parquet(*files).createOrReplaceTempView("events")
-    engine.view("items", pa.table({"item_id": pa.array(items, pa.string())}))
-    if users is not None:
-        engine.view(
-            "users",
-            pa.table({"subject_id": pa.array([u[0] for u in users], pa.string()),
-                      "user_id": pa.array([u[1] for u in users], pa.string())}),
-        )  # fmt: skip
+    items_t, users_t = _numbered(items, users)
+    engine.view("items", items_t)
+    engine.view("users", users_t)
     high = int(spark.sql("SELECT coalesce(max(id), 0) FROM events").collect()[0][0])
     spark.sql(EXTRACT_SPARK.format(since=0)).cache().createOrReplaceTempView("raw")
     touched: list[str] | None = None
     if since:
         df = spark.sql(
-            f"SELECT DISTINCT r.item_id FROM raw r JOIN items i ON i.item_id = r.item_id WHERE r.id > {int(since)}"
+            "SELECT DISTINCT i.ix, i.item_id FROM raw r JOIN items i ON i.item_id = r.item_id "
+            f"WHERE r.id > {int(since)}"
         )
         df.cache().createOrReplaceTempView("touched")
-        touched = sorted(r[0] for r in df.collect())
-    for name, sql in steps(p, with_users=users is not None, touched=since > 0):
+        touched = sorted(r[1] for r in df.collect())
+    for name, sql in steps(p, touched=since > 0):
         step(name)
         spark.sql(spark_sql(sql)).cache().createOrReplaceTempView(name)
     neighbors = [(str(r[0]), str(r[1]), float(r[2]), int(r[3])) for r in spark.sql("SELECT * FROM neighbors").collect()]

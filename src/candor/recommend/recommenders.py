@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from candor.recommend.types import Ask, Model, Recommender, Suggestion
+from candor.recommend.types import VIEW, WEIGHTS, Ask, Model, Recommender, Suggestion
 
 REGISTRY: dict[str, Recommender] = {}
 
@@ -30,22 +30,27 @@ class ItemToItem:
     weight = 1.0
 
     def suggest(self, ask: Ask, model: Model) -> list[Suggestion]:
-        scores: dict[str, float] = {}
-        best: dict[str, tuple[float, str, str]] = {}
         strongest: dict[str, tuple[float, str]] = {}  # per history item: weight and kind
         for rank, it in enumerate(sorted(ask.history, key=lambda i: -i.ts_ms)):
-            w = it.weight * (0.98**rank)  # recent interactions count a little more
+            w = WEIGHTS[it.kind] * (0.98 ** min(rank, 200))  # recent interactions count a little more
             if w > strongest.get(it.item_id, (0.0, ""))[0]:
                 strongest[it.item_id] = (w, it.kind)
+        scores: dict[str, float] = {}
+        best: dict[str, tuple[float, str, str]] = {}
+        neighbors = model.neighbors
         for src, (w, kind) in strongest.items():
-            for nbr, sim in model.neighbors.get(src, ()):
-                if nbr in ask.exclude or (nbr in strongest and strongest[nbr][1] != "viewed") or not model.usable(nbr):
-                    continue
+            for nbr, sim in neighbors.get(src, ()):
                 contrib = w * sim
                 scores[nbr] = scores.get(nbr, 0.0) + contrib
-                if contrib > best.get(nbr, (0.0, "", ""))[0]:
+                b = best.get(nbr)
+                if b is None or contrib > b[0]:
                     best[nbr] = (contrib, kind, src)
-        return _normalised({i: (s, best[i][1], best[i][2]) for i, s in scores.items()}, ask.limit * 3)
+        # already bought or in the basket: not suggested (viewed items may be); then only usable items
+        blocked = ask.exclude | {i for i, (_, k) in strongest.items() if k != VIEW}
+        return _normalised(
+            {i: (s, best[i][1], best[i][2]) for i, s in scores.items() if i not in blocked and model.usable(i)},
+            ask.limit * 3,
+        )
 
 
 class StatedInterests:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import desc, select
+from sqlalchemy import bindparam, desc, select
 
 from candor.recommend.catalog import MARKER, Catalog, sensitive_ids
 from candor.recommend.model import Builder
@@ -25,6 +25,18 @@ from candor.recommend.types import CART, PURCHASE, VIEW, Ask, Interaction, Item,
 from candor.store.schema import events, markers, rec_neighbors, rec_popular
 
 EVENTS = {"Order Completed": PURCHASE, "Product Added": CART, "Product Viewed": VIEW}
+# built once: a request's cost is its queries, not composing them
+HISTORY = (
+    select(events.c.event, events.c.ts_ms, events.c.properties)
+    .where(
+        events.c.subject_id.in_(bindparam("members", expanding=True)),
+        events.c.type == "track",
+        events.c.event.in_(list(EVENTS)),
+    )
+    .order_by(desc(events.c.ts_ms))
+    .limit(bindparam("cap"))
+)
+MARK = select(markers.c.value).where(markers.c.name == MARKER)
 MAX_LIMIT = 50
 
 
@@ -69,7 +81,7 @@ class Recommendations:
 
     # -- the model snapshot ---------------------------------------------------------------------
     def model(self, conn: Any) -> Model:
-        mark = conn.execute(select(markers.c.value).where(markers.c.name == MARKER)).scalar()
+        mark = conn.execute(MARK).scalar()
         current = self._model
         if current is not None and mark == self._seen:
             return current
@@ -80,7 +92,8 @@ class Recommendations:
             for a, b, s in conn.execute(
                 select(rec_neighbors.c.item_id, rec_neighbors.c.neighbor_id, rec_neighbors.c.score)
             ):
-                neighbors.setdefault(a, []).append((b, float(s)))
+                if b in catalog and catalog[b].active and b not in sensitive:  # usable targets only
+                    neighbors.setdefault(a, []).append((b, float(s)))
             for lst in neighbors.values():
                 lst.sort(key=lambda x: -x[1])
             ranked = conn.execute(
@@ -121,12 +134,7 @@ class Recommendations:
     def history(self, members: list[str], conn: Any, model: Model) -> tuple[Interaction, ...]:
         cap = self.rt.settings.recommend_max_items
         out: list[Interaction] = []
-        rows = conn.execute(
-            select(events.c.event, events.c.ts_ms, events.c.properties)
-            .where(events.c.subject_id.in_(members), events.c.type == "track", events.c.event.in_(list(EVENTS)))
-            .order_by(desc(events.c.ts_ms))
-            .limit(cap * 2)
-        ).all()
+        rows = conn.execute(HISTORY, {"members": members, "cap": cap * 2}).all()
         for name, ts, props in rows:
             try:
                 p = orjson.loads(props)
@@ -150,12 +158,14 @@ class Recommendations:
             return ()
         return tuple(str(v) for v in value if isinstance(v, str))[:50]
 
-    def for_subject(self, subject_id: str | None, limit: int = 10) -> Answer:
+    def for_subject(self, subject_id: str | None, limit: int = 10, *, allowed: bool | None = None) -> Answer:
+        """``allowed``: the consent decision this same request already read (decide), else read here."""
         if not 1 <= limit <= MAX_LIMIT:
             raise RecommendError(f"limit must be between 1 and {MAX_LIMIT}")
         with self.rt.store.engine.connect() as conn:
             model = self.model(conn)
-            allowed = self.personal(subject_id, conn)
+            if allowed is None:
+                allowed = self.personal(subject_id, conn)
             basis = "personalized"
             ask = Ask(limit=limit)
             profile = None
