@@ -264,6 +264,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.events, args.people, args.items = 60_000, 1_500, 500
         args.serve_people, args.requests, args.eval_people = 30, 200, 1_500
     console = Console(stderr=True)
+    import logging
+
+    logging.getLogger("candor.access").setLevel(logging.WARNING)  # one log line per request is not measured
     load_before = os.getloadavg()
     p = Params()
     with tempfile.TemporaryDirectory(prefix="candor-rec-bench-") as tmp:

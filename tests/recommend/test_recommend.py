@@ -226,3 +226,15 @@ def test_cli_rebuild_and_show(tmp_path: Any) -> None:
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["decide", "show", "--placement", "nope", "--user-id", "nobody"], env=env)
     assert r.exit_code == 1 and "no placement named" in r.output
+
+
+def test_the_model_job_transpiles_to_spark() -> None:
+    """The Spark engine runs the same steps, carried to Spark's SQL by sqlglot (running it needs the
+    spark extra: tests/test_spark.py style; here the text is checked)."""
+    from candor.recommend.model import EXTRACT_SPARK, Params, spark_sql, steps
+
+    for touched in (False, True):
+        for name, sql in steps(Params(), touched=touched):
+            text = spark_sql(sql)
+            assert "SELECT" in text and "json_extract" not in text, name
+    assert "explode(from_json(" in EXTRACT_SPARK
