@@ -238,3 +238,24 @@ def test_the_model_job_transpiles_to_spark() -> None:
             text = spark_sql(sql)
             assert "SELECT" in text and "json_extract" not in text, name
     assert "explode(from_json(" in EXTRACT_SPARK
+
+
+async def test_a_persons_devices_count_as_one_history(rec_settings: Settings) -> None:
+    async with api(rec_settings) as a:
+        await shop(a)
+        r = await a.post(
+            "/v1/track",
+            {
+                "anonymousId": "device-9",
+                "event": "Product Viewed",
+                "messageId": "v-9",
+                "properties": {"product_id": "B-1"},
+            },
+        )
+        assert r.status_code == 200
+        r = await a.post("/v1/identify", {"anonymousId": "device-9", "userId": "carol", "messageId": "i-9"})
+        assert r.status_code == 200
+        a.rt.recommend.rebuild(full=True)
+        answer = a.rt.recommend.for_identifiers("carol", None)
+        assert answer.personalized
+        assert answer.items[0]["reason"]["text"] == "because you looked at Salt and Paper"

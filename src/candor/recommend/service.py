@@ -22,7 +22,7 @@ from candor.recommend.catalog import MARKER, Catalog, sensitive_ids
 from candor.recommend.model import Builder
 from candor.recommend.recommenders import blend
 from candor.recommend.types import CART, PURCHASE, VIEW, Ask, Interaction, Item, Model
-from candor.store.schema import events, markers, rec_neighbors, rec_popular
+from candor.store.schema import events, markers, profile_subjects, rec_neighbors, rec_popular
 
 EVENTS = {"Order Completed": PURCHASE, "Product Added": CART, "Product Viewed": VIEW}
 # built once: a request's cost is its queries, not composing them
@@ -37,6 +37,10 @@ HISTORY = (
     .limit(bindparam("cap"))
 )
 MARK = select(markers.c.value).where(markers.c.name == MARKER)
+_PROFILE = select(profile_subjects.c.profile_id).where(profile_subjects.c.subject_id == bindparam("s"))
+MEMBERS = select(profile_subjects.c.profile_id, profile_subjects.c.subject_id).where(
+    profile_subjects.c.profile_id == _PROFILE.scalar_subquery()
+)
 MAX_LIMIT = 50
 
 
@@ -131,6 +135,13 @@ class Recommendations:
         self.rt.consent.invalidate(subject_id)
         return bool(self.rt.consent.can_use(subject_id, "personalization", conn=conn, remember=False).allowed)
 
+    def members(self, subject_id: str, conn: Any) -> tuple[str, list[str]]:
+        """The person's profile and its subjects, in one query (identity/service.py's rule)."""
+        rows = conn.execute(MEMBERS, {"s": subject_id}).all()
+        if not rows:
+            return subject_id, [subject_id]
+        return str(rows[0][0]), sorted(str(r[1]) for r in rows)
+
     def history(self, members: list[str], conn: Any, model: Model) -> tuple[Interaction, ...]:
         cap = self.rt.settings.recommend_max_items
         out: list[Interaction] = []
@@ -174,8 +185,7 @@ class Recommendations:
             elif not allowed:
                 basis = "no_consent"
             else:
-                profile = self.rt.identity.profile_of(subject_id, conn)
-                members = self.rt.identity.members(profile, conn)
+                profile, members = self.members(subject_id, conn)
                 history = self.history(members, conn, model)
                 interests = self.interests(members, conn)
                 bought = frozenset(i.item_id for i in history if i.kind == PURCHASE)
