@@ -259,3 +259,24 @@ async def test_a_persons_devices_count_as_one_history(rec_settings: Settings) ->
         answer = a.rt.recommend.for_identifiers("carol", None)
         assert answer.personalized
         assert answer.items[0]["reason"]["text"] == "because you looked at Salt and Paper"
+
+
+async def test_the_customer_sees_their_recommendations_and_why(rec_settings: Settings) -> None:
+    from candor.web.preferences import make_link
+
+    async with api(rec_settings) as a:
+        await shop(a)
+        r = await a.post("/v1/identify", {"userId": "alice", "traits": {"email": "alice@example.org"}})
+        assert r.status_code == 200
+        a.rt.recommend.rebuild(full=True)
+        assert (await a.client.get("/preferences/recommendations")).status_code == 401
+        link = make_link(a.rt, "email", "alice@example.org")
+        r = await a.client.get("/preferences/open?t=" + link.split("t=", 1)[1])
+        assert r.status_code == 303
+        assert "/preferences/recommendations" in (await a.client.get("/preferences")).text
+        page = await a.client.get("/preferences/recommendations")
+        assert page.status_code == 200
+        assert "Blue Hour Sessions" in page.text and "because you bought Salt and Paper" in page.text
+        grant(a, "alice", False)
+        page = await a.client.get("/preferences/recommendations")
+        assert "because you bought" not in page.text and "Nothing\nabout you is used" in page.text
