@@ -127,7 +127,7 @@ class Settings:
     recommend_neighbors: int = field(default=50, metadata={"env": "CANDOR_RECOMMEND_NEIGHBORS"})
     recommend_shrinkage: float = field(default=10.0, metadata={"env": "CANDOR_RECOMMEND_SHRINKAGE"})
     recommend_max_items: int = field(default=200, metadata={"env": "CANDOR_RECOMMEND_MAX_ITEMS"})
-    recommend_refresh_seconds: int = field(default=300, metadata={"env": "CANDOR_RECOMMEND_REFRESH_SECONDS"})
+    recommend_refresh_seconds: int = field(default=900, metadata={"env": "CANDOR_RECOMMEND_REFRESH_SECONDS"})
     decide_rules_file: str = field(default="", metadata={"env": "CANDOR_DECIDE_RULES_FILE"})
 
     @classmethod
