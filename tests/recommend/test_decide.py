@@ -172,3 +172,13 @@ def test_valid_rules_parse_and_keep_their_order(rules: list[tuple[Any, str]]) ->
     assert [r.name for r in parsed.rules] == [n for _, n in rules]
     for rule, (cond, _) in zip(parsed.rules, rules, strict=True):
         assert rule.personal == ('"segment"' in json.dumps(cond) or '"trait"' in json.dumps(cond))
+
+
+def test_a_malformed_rules_file_stops_the_start_naming_the_place(tmp_path: Path) -> None:
+    from candor.app import Runtime
+    from candor.config import ConfigError
+
+    f = tmp_path / "rules.json"
+    f.write_text(json.dumps({"placements": {"p": {"rules": [{"offer": {"id": "x"}, "when": {"age": 3}}]}}}))
+    with pytest.raises(ConfigError, match=r"placements\.p\.rules\[0\]\.when: unknown condition 'age'"):
+        Runtime(Settings.from_env(env={}, data_dir=tmp_path / "d", decide_rules_file=str(f)))

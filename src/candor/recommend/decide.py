@@ -240,7 +240,12 @@ class Decider:
 
     def __init__(self, rt: Any) -> None:
         self.rt = rt
-        self.placements = load(rt.settings.decide_rules_file)
+        try:
+            self.placements = load(rt.settings.decide_rules_file)
+        except DecideError as exc:
+            from candor.config import ConfigError
+
+            raise ConfigError(f"CANDOR_DECIDE_RULES_FILE: {exc}") from None
 
     def _segment(self, name: str, profile: str, conn: Any) -> bool:
         sid = conn.execute(select(segments.c.id).where(segments.c.name == name)).scalar()
