@@ -22,4 +22,4 @@ def test_recommend_benchmark_quick() -> None:
     assert q["people"] > 100 and q["precision_at_10"] > q["baseline_precision_at_10"]
     assert result["serving"]["recommendations"]["personalized_share"] == 1.0
     assert result["serving"]["decide"]["personalized_share"] == 1.0
-    assert result["rebuild"]["pairs"] > 0
+    assert result["rebuild"]["pairs"] > 0 and result["serving"]["service"]["cpu_p95_ms"] > 0
