@@ -292,6 +292,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
 
     app.include_router(ops)
     app.include_router(collect.router)
+    from candor.recommend import api as recommend_api
+
+    app.include_router(recommend_api.router)  # early: decide is a hot read path (routes match in order)
     app.include_router(stats.router)
     app.include_router(audit_api.router)
     from candor import auth_api
@@ -340,9 +343,6 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     from candor.web import console_campaigns
 
     app.include_router(console_campaigns.router)
-    from candor.recommend import api as recommend_api
-
-    app.include_router(recommend_api.router)
 
     install_error_handlers(app)
     install_middleware(app, settings)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from candor.recommend.types import VIEW, WEIGHTS, Ask, Model, Recommender, Suggestion
 
 REGISTRY: dict[str, Recommender] = {}
@@ -35,22 +37,28 @@ class ItemToItem:
             w = WEIGHTS[it.kind] * (0.98 ** min(rank, 200))  # recent interactions count a little more
             if w > strongest.get(it.item_id, (0.0, ""))[0]:
                 strongest[it.item_id] = (w, it.kind)
-        scores: dict[str, float] = {}
-        best: dict[str, tuple[float, str, str]] = {}
+        acc: dict[str, list[Any]] = {}  # item -> [total, best contribution, its kind, its source]
         neighbors = model.neighbors
         for src, (w, kind) in strongest.items():
             for nbr, sim in neighbors.get(src, ()):
                 contrib = w * sim
-                scores[nbr] = scores.get(nbr, 0.0) + contrib
-                b = best.get(nbr)
-                if b is None or contrib > b[0]:
-                    best[nbr] = (contrib, kind, src)
+                a = acc.get(nbr)
+                if a is None:
+                    acc[nbr] = [contrib, contrib, kind, src]
+                else:
+                    a[0] += contrib
+                    if contrib > a[1]:
+                        a[1], a[2], a[3] = contrib, kind, src
         # already bought or in the basket: not suggested (viewed items may be); then only usable items
         blocked = ask.exclude | {i for i, (_, k) in strongest.items() if k != VIEW}
-        return _normalised(
-            {i: (s, best[i][1], best[i][2]) for i, s in scores.items() if i not in blocked and model.usable(i)},
-            ask.limit * 3,
-        )
+        out: dict[str, tuple[float, str, str]] = {}
+        for item, a in sorted(acc.items(), key=lambda kv: (-kv[1][0], kv[0])):
+            if item in blocked or not model.usable(item):
+                continue
+            out[item] = (a[0], a[2], a[3])
+            if len(out) >= ask.limit * 3:
+                break
+        return _normalised(out, ask.limit * 3)
 
 
 class StatedInterests:
