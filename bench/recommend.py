@@ -262,12 +262,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--requests", type=int, default=1_000)
     ap.add_argument("--eval-people", type=int, default=5_000)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--quick", action="store_true", help="60,000 events, 1,500 people, 500 items")
+    ap.add_argument("--quick", action="store_true", help="60,000 events, 1,500 people, 1,500 items")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--no-rebuild", action="store_true", help="skip step 4 (the timed full rebuild)")
     args = ap.parse_args(argv)
     if args.quick:
-        args.events, args.people, args.items = 60_000, 1_500, 500
+        args.events, args.people, args.items = 60_000, 1_500, 1_500
         args.serve_people, args.requests, args.eval_people = 30, 200, 1_500
     console = Console(stderr=True)
     import logging

@@ -19,7 +19,7 @@ def test_recommend_benchmark_quick() -> None:
     spec.loader.exec_module(module)
     result = module.main(["--quick", "--json"])
     q = result["quality"]
-    assert q["people"] > 100 and q["precision_at_10"] > q["baseline_precision_at_10"]
+    assert q["people"] > 100 and q["ratio"] >= 1.5  # the target holds at this size too (x1.73 when written)
     assert result["serving"]["recommendations"]["personalized_share"] == 1.0
     assert result["serving"]["decide"]["personalized_share"] == 1.0
     assert result["rebuild"]["pairs"] > 0 and result["serving"]["service"]["cpu_p95_ms"] > 0
