@@ -107,6 +107,13 @@ class Settings:
     conversion_event: str = field(default="Order Completed", metadata={"env": "CANDOR_CONVERSION_EVENT"})
     conversion_window_days: int = field(default=7, metadata={"env": "CANDOR_CONVERSION_WINDOW_DAYS"})
     feedback_sources: str = field(default="", metadata={"env": "CANDOR_FEEDBACK_SOURCES"})
+    # provider callbacks: who may post them and how their signatures are checked (campaigns/callbacks.py)
+    feedback_secret: str = field(default="", metadata={"env": "CANDOR_FEEDBACK_SECRET"})
+    twilio_auth_token: str = field(default="", metadata={"env": "CANDOR_TWILIO_AUTH_TOKEN"})
+    sendgrid_public_key: str = field(default="", metadata={"env": "CANDOR_SENDGRID_PUBLIC_KEY"})
+    sns_certificate: str = field(default="", metadata={"env": "CANDOR_SNS_CERTIFICATE"})
+    sns_topic_arns: str = field(default="", metadata={"env": "CANDOR_SNS_TOPIC_ARNS"})
+    callback_max_age_seconds: int = field(default=300, metadata={"env": "CANDOR_CALLBACK_MAX_AGE_SECONDS"})
     sms_help_text: str = field(
         default="Marketing texts. Reply STOP to unsubscribe. Msg and data rates may apply.",
         metadata={"env": "CANDOR_SMS_HELP_TEXT"},

@@ -36,7 +36,7 @@ import orjson
 from sqlalchemy import and_, desc, select, update
 
 from candor import audit
-from candor.consent.audience import build_sql, profile_level
+from candor.consent.audience import PROFILE_TABLES, build_sql, profile_level
 from candor.events import DEFAULT_PERSONAL_PROPERTIES
 from candor.profiles import TRAIT_SCAN, survive
 from candor.store import now_ms
@@ -1123,7 +1123,7 @@ class Segments:
 
         params = {"now": now_ms() if now is None else now, "default_j": self.rt.consent.default_jurisdiction}
         # the audience query reads no events: the analytics store need not be brought up to date
-        row = self.rt.analytics.fetch(sql, params, setup=setup, fresh=False)[0]
+        row = self.rt.analytics.fetch(sql, params, setup=setup, fresh=False, tables=PROFILE_TABLES)[0]
         assert row is not None
         return {p.name: {k: int(row[4 * i + n] or 0) for n, k in enumerate(keys)} for i, p in enumerate(ps)}
 
