@@ -333,9 +333,9 @@ class DuckDBEngine:
         self.settings = settings
 
     def query(self, store: Any, sql: str, params: Params = None) -> list[tuple[Any, ...]]:
-        from candor.analytics import Analytics
+        from candor.analytics import Analytics, tables_named
 
-        con = Analytics(store).connect()
+        con = Analytics(store).connect(tables=tables_named(sql))
         try:
             return con.execute(sql, params or []).fetchall()
         finally:

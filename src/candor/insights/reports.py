@@ -215,7 +215,7 @@ class Insights:
             )
 
         builder = BUILDERS[req.insight]
-        con = self.rt.analytics.connect()
+        con = self.rt.analytics.connect(tables=views.READS)
         try:
             setup(con)
             builder.check(self, con, req)
