@@ -137,11 +137,11 @@ def serve(
     import uvicorn
 
     s = settings(host=host, port=port)
-    _setup_logging(s.log_level)
     workers = workers or s.workers
     if not 1 <= workers <= 64:
         err.print("[red]error:[/red] --workers must be between 1 and 64")
         raise typer.Exit(2)
+    _setup_logging(s.log_level)
     os.environ["CANDOR_DATA_DIR"] = str(s.data_dir)
     if s.database_url:
         os.environ["CANDOR_DATABASE_URL"] = s.database_url
