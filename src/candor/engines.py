@@ -479,7 +479,7 @@ class DuckDBWorkspace:
         return self.con.execute(sql, params or [])
 
     def arrow(self, sql: str, params: Params = None) -> Any:
-        return self.con.execute(sql, params or []).fetch_arrow_table()
+        return self.con.execute(sql, params or []).to_arrow_table()
 
     def view(self, name: str, sql: str, params: Params = None) -> None:
         # DuckDB's views take no bound parameters: with parameters, the result is kept as a table

@@ -132,7 +132,7 @@ def install(
         allowed = duck.execute(
             f"SELECT DISTINCT person AS profile_id FROM ({allowed_sql(analytics_purpose)})",
             {"now": now, "default_j": default_jurisdiction},
-        ).fetch_arrow_table()
+        ).to_arrow_table()
         duck.execute("SET search_path = 'main'")
     con.register("ins_allowed", allowed.cast(pa.schema([("profile_id", pa.string())])))
     con.view(
