@@ -210,3 +210,15 @@ def test_unreachable_cluster_missing_extra_and_unsafe_settings_are_clear_errors(
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, done.stderr
     assert "pip install 'candor[spark]'" in " ".join(done.stderr.split())
+
+
+def test_spark_connect_is_refused_with_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPARK_REMOTE", "sc://127.0.0.1:15002")
+    engine = SparkEngine(Settings.from_env(env={}, data_dir=tmp_path))
+    saved = SparkEngine._session
+    SparkEngine._session = None  # as in a fresh process
+    try:
+        with pytest.raises(EngineError, match=r"unset SPARK_REMOTE and name the cluster with CANDOR_SPARK_MASTER"):
+            engine.session()
+    finally:
+        SparkEngine._session = saved

@@ -179,8 +179,18 @@ class SparkEngine:
         with SparkEngine._lock:
             if SparkEngine._session is not None:
                 return SparkEngine._session
+            if os.environ.get("SPARK_REMOTE"):
+                raise EngineError(
+                    "SPARK_REMOTE is set (Spark Connect): Candor's Spark jobs need a classic Spark session "
+                    "(Splink's Scala functions, files written by the driver); unset SPARK_REMOTE and name the "
+                    "cluster with CANDOR_SPARK_MASTER (docs/operations.md)"
+                )
             spark_session = self._import()
-            _reachable(self.master)
+            # under spark-submit (the JVM started us) the master and settings are spark-submit's, unless
+            # CANDOR_SPARK_MASTER names one
+            submitted = "PYSPARK_GATEWAY_PORT" in os.environ and "CANDOR_SPARK_MASTER" not in os.environ
+            if not submitted:
+                _reachable(self.master)
             from splink.backends.spark import similarity_jar_location
 
             if SparkEngine._local_dir is None:
@@ -189,16 +199,18 @@ class SparkEngine:
             conf: dict[str, str] = {
                 "spark.local.dir": local,
                 "spark.sql.warehouse.dir": os.path.join(local, "warehouse"),
-                "spark.driver.memory": "2g",
-                "spark.sql.shuffle.partitions": "2" if self.master.startswith("local") else "200",
                 "spark.sql.execution.arrow.pyspark.enabled": "true",
                 "spark.sql.session.timeZone": "UTC",
-                **self.conf,
-                **ENFORCED,
             }
+            if not submitted:
+                conf["spark.driver.memory"] = "2g"
+                conf["spark.sql.shuffle.partitions"] = "2" if self.master.startswith("local") else "200"
+            conf.update({**self.conf, **ENFORCED})
             jar = similarity_jar_location()
             conf["spark.jars"] = ",".join(j for j in (conf.get("spark.jars", ""), jar) if j)
-            builder = spark_session.builder.master(self.master).appName("candor")
+            builder = spark_session.builder.appName("candor")
+            if not submitted:
+                builder = builder.master(self.master)
             for k, v in conf.items():
                 builder = builder.config(k, v)
             try:
