@@ -113,7 +113,12 @@ def spark_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         pytest.skip(reason)
     from candor.engines import SparkEngine
 
-    engine = SparkEngine(Settings.from_env(env={}, data_dir=tmp_path_factory.mktemp("spark"), spark_master="local[2]"))
+    # tiny data: 2 shuffle partitions, and no code generation (compiling it costs more than it saves here)
+    conf = "spark.sql.shuffle.partitions=2,spark.sql.codegen.wholeStage=false"
+    settings = Settings.from_env(
+        env={}, data_dir=tmp_path_factory.mktemp("spark"), spark_master="local[2]", spark_conf=conf
+    )
+    engine = SparkEngine(settings)
     engine.session()
     yield engine
     SparkEngine.stop()
@@ -124,7 +129,7 @@ def spark_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 ENGINE_MATRIX = [
     pytest.param("duckdb", "sqlite", id="duckdb-sqlite"),
     pytest.param("duckdb", "postgres", id="duckdb-postgres", marks=pytest.mark.postgres),
-    pytest.param("spark", "sqlite", id="spark-sqlite", marks=pytest.mark.spark),
+    pytest.param("spark", "sqlite", id="spark-sqlite", marks=[pytest.mark.spark, pytest.mark.slow]),
 ]
 engines_and_stores = pytest.mark.parametrize(("engine_name", "backend"), ENGINE_MATRIX)
 
