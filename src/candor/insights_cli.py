@@ -33,11 +33,13 @@ def _common(since: str | None, until: str | None, k: int | None) -> dict[str, An
 
 
 def _engine(rt: Any, name: str) -> None:
-    """``--engine spark``: the insights' SQL runs on Spark; suppression and the DP ledger stay here."""
+    """``--engine spark``: the insights' SQL (and that of the segments they name) runs on Spark; suppression
+    and the DP ledger stay in this process."""
     from candor.engines import SparkEngine, check_name
 
     if check_name(name) == "spark":
         rt.insights.engine = SparkEngine(rt.settings)
+        rt.segments.engine = rt.insights.engine  # the segments a request names are evaluated there too
 
 
 @app.command("run")
