@@ -129,7 +129,10 @@ def spark_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 ENGINE_MATRIX = [
     pytest.param("duckdb", "sqlite", id="duckdb-sqlite"),
     pytest.param("duckdb", "postgres", id="duckdb-postgres", marks=pytest.mark.postgres),
-    pytest.param("spark", "sqlite", id="spark-sqlite", marks=[pytest.mark.spark, pytest.mark.slow]),
+    # on a loaded machine one small Spark statement takes seconds (5-10 s measured at load 13 on 2 cores)
+    pytest.param(
+        "spark", "sqlite", id="spark-sqlite", marks=[pytest.mark.spark, pytest.mark.slow, pytest.mark.timeout(900)]
+    ),
 ]
 engines_and_stores = pytest.mark.parametrize(("engine_name", "backend"), ENGINE_MATRIX)
 
