@@ -86,6 +86,10 @@ class Runtime:
         from candor.rights.erasure import JOURNAL
 
         self.analytics = Analytics(self.store, lake_dir=settings.analytics_path, journal=settings.data_dir / JOURNAL)
+        if settings.analytics_purge_engine == "spark" and self.analytics.lake is not None:
+            from candor.engines import SparkEngine
+
+            self.analytics.lake.engine = SparkEngine(settings)  # erasure rewrites analytics files on Spark
         self.profiles = Profiles(
             self.store,
             self.vault,
@@ -104,6 +108,9 @@ class Runtime:
         from candor.insights.reports import Insights
 
         self.insights = Insights(self)
+        from candor.loyalty import Loyalty
+
+        self.loyalty = Loyalty(self)
         from candor.recommend import Decider, Recommendations
 
         self.recommend = Recommendations(self)
@@ -265,8 +272,12 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
 
         keeper = asyncio.create_task(retention.every(rt, settings.retention_seconds))
         refresher = asyncio.create_task(_refresh_analytics_every(rt, settings.analytics_refresh_seconds))
+        from candor import loyalty_api
+
+        points = asyncio.create_task(loyalty_api.every(rt, settings.loyalty_seconds))
         recommender = asyncio.create_task(_recommend_every(rt, settings.recommend_refresh_seconds))
         yield
+        points.cancel()
         recommender.cancel()
         keeper.cancel()
         ticker.cancel()
@@ -343,6 +354,11 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     from candor.web import console_campaigns
 
     app.include_router(console_campaigns.router)
+    from candor import loyalty_api
+    from candor.web import loyalty_pages
+
+    app.include_router(loyalty_api.router)
+    app.include_router(loyalty_pages.router)
 
     install_error_handlers(app)
     install_middleware(app, settings)
@@ -402,6 +418,12 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _dictionary(_: Request, exc: DictionaryError) -> Response:
         codes = {404: "not_found", 409: "conflict"}
         return error(exc.status, codes.get(exc.status, "invalid_declaration"), str(exc))
+
+    from candor.loyalty import LoyaltyError
+
+    @app.exception_handler(LoyaltyError)
+    async def _loyalty(_: Request, exc: LoyaltyError) -> Response:
+        return error(exc.status, exc.code, str(exc))
 
     @app.exception_handler(SuppressionError)
     async def _suppression(_: Request, exc: SuppressionError) -> Response:

@@ -81,6 +81,7 @@ class Settings:
     trusted_sources: str = field(default="", metadata={"env": "CANDOR_TRUSTED_SOURCES"})
     spark_master: str = field(default="local[2]", metadata={"env": "CANDOR_SPARK_MASTER"})
     spark_conf: str = field(default="", metadata={"env": "CANDOR_SPARK_CONF"})
+    analytics_purge_engine: str = field(default="duckdb", metadata={"env": "CANDOR_ANALYTICS_PURGE_ENGINE"})
     retention: str = field(
         default="raw_events=13mo,ip_address=30d,rejected_records=30d,purpose:necessary=10y",
         metadata={"env": "CANDOR_RETENTION"},
@@ -107,10 +108,27 @@ class Settings:
     conversion_event: str = field(default="Order Completed", metadata={"env": "CANDOR_CONVERSION_EVENT"})
     conversion_window_days: int = field(default=7, metadata={"env": "CANDOR_CONVERSION_WINDOW_DAYS"})
     feedback_sources: str = field(default="", metadata={"env": "CANDOR_FEEDBACK_SOURCES"})
+    # provider callbacks: who may post them and how their signatures are checked (campaigns/callbacks.py)
+    feedback_secret: str = field(default="", metadata={"env": "CANDOR_FEEDBACK_SECRET"})
+    twilio_auth_token: str = field(default="", metadata={"env": "CANDOR_TWILIO_AUTH_TOKEN"})
+    sendgrid_public_key: str = field(default="", metadata={"env": "CANDOR_SENDGRID_PUBLIC_KEY"})
+    sns_certificate: str = field(default="", metadata={"env": "CANDOR_SNS_CERTIFICATE"})
+    sns_topic_arns: str = field(default="", metadata={"env": "CANDOR_SNS_TOPIC_ARNS"})
+    callback_max_age_seconds: int = field(default=300, metadata={"env": "CANDOR_CALLBACK_MAX_AGE_SECONDS"})
     sms_help_text: str = field(
         default="Marketing texts. Reply STOP to unsubscribe. Msg and data rates may apply.",
         metadata={"env": "CANDOR_SMS_HELP_TEXT"},
     )
+    # -- the loyalty programme (loyalty.py, docs/loyalty.md) --
+    loyalty_points_per_unit: float = field(default=1.0, metadata={"env": "CANDOR_LOYALTY_POINTS_PER_UNIT"})
+    loyalty_purchase_event: str = field(default="Order Completed", metadata={"env": "CANDOR_LOYALTY_PURCHASE_EVENT"})
+    loyalty_point_value: float = field(default=0.01, metadata={"env": "CANDOR_LOYALTY_POINT_VALUE"})
+    loyalty_currency: str = field(default="USD", metadata={"env": "CANDOR_LOYALTY_CURRENCY"})
+    loyalty_expiry_days: int = field(default=365, metadata={"env": "CANDOR_LOYALTY_EXPIRY_DAYS"})
+    loyalty_tiers: str = field(default="member=0:0,silver=500:5,gold=2000:10", metadata={"env": "CANDOR_LOYALTY_TIERS"})
+    loyalty_tier_window_days: int = field(default=365, metadata={"env": "CANDOR_LOYALTY_TIER_WINDOW_DAYS"})
+    loyalty_data_value: float = field(default=12.0, metadata={"env": "CANDOR_LOYALTY_DATA_VALUE"})
+    loyalty_seconds: int = field(default=60, metadata={"env": "CANDOR_LOYALTY_SECONDS"})
 
     # -- recommendations and next best action (recommend/) --
     recommend_sensitive_categories: str = field(
@@ -243,6 +261,8 @@ class Settings:
         from candor.engines import parse_conf
 
         parse_conf(self.spark_conf)  # raises ConfigError naming the bad pair
+        if self.analytics_purge_engine not in ("duckdb", "spark"):
+            raise ConfigError("CANDOR_ANALYTICS_PURGE_ENGINE must be duckdb or spark")
         if self.retention_seconds < 0:
             raise ConfigError("CANDOR_RETENTION_SECONDS must be 0 (off) or a number of seconds")
         from candor.retention import parse_rules
