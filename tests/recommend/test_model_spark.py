@@ -3,38 +3,22 @@
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from candor.config import Settings
 from candor.engines import SparkEngine
 from candor.recommend.model import Params, run_duckdb, run_spark
-from tests.conftest import IN_CI
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "recommend.py"
 
 
-@pytest.fixture(scope="module")
-def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkEngine]:
-    from tests.test_spark import spark_missing
-
-    reason = spark_missing()
-    if reason:
-        if IN_CI:
-            pytest.fail(f"{reason} (CI=true: Spark is required)")
-        pytest.skip(reason)
-    engine = SparkEngine(Settings.from_env(env={}, data_dir=tmp_path_factory.mktemp("spark")))
-    engine.session()
-    yield engine
-    SparkEngine.stop()
-
-
+@pytest.mark.spark
 @pytest.mark.slow
-@pytest.mark.timeout(600)
-def test_duckdb_and_spark_build_the_same_model(spark: SparkEngine, tmp_path: Path) -> None:
+@pytest.mark.timeout(900)
+def test_duckdb_and_spark_build_the_same_model(spark_engine: SparkEngine, tmp_path: Path) -> None:
+    spark = spark_engine
     spec = importlib.util.spec_from_file_location("bench_recommend_spark", BENCH)
     assert spec is not None and spec.loader is not None
     bench = importlib.util.module_from_spec(spec)
