@@ -218,12 +218,14 @@ def import_file(rt: Any, path: Path, source: str, tick: Callable[[int], None] | 
     src = _source_info(rt, source)
     importer = Importer(rt.validator_for(src), rt.vault.pseudonym, source)
     report = ImportReport()
+    rt.identity.settle_interrupted(actor="bench")
     for batch in importer.messages(path, "record_id", mapping, report):
-        result = rt.ingestor.submit_sync(Work(src.id, batch, [], now_ms()), timeout=600)
+        result = rt.ingestor.submit_sync(Work(src.id, batch, [], now_ms(), defer_profiles=True), timeout=600)
         report.imported += result.accepted
         report.unchanged += result.duplicates
         if tick is not None:
             tick(len(batch))
+    rt.ingestor.settle_profiles()
     return report.as_dict()
 
 

@@ -214,6 +214,7 @@ class Resolver:
 
         report = ResolveReport()
         step = progress or (lambda _phase, _done, _total: None)
+        self.identity.settle_interrupted(actor=actor)  # profiles an interrupted import left behind
         t0 = time.perf_counter()
         with self.store.engine.connect() as conn:
             all_subjects = self.active_subjects(conn)

@@ -35,6 +35,8 @@ CHUNK = 500
 E = identity_edges.c
 # bumped whenever a split moves identifiers between subjects: writers then drop their caches
 REHOME_MARK = "rehome"
+# set while a bulk import has deferred profile updates (Ingestor.settle_profiles); left by a crash
+PENDING_MARK = "profiles_pending"
 
 
 class IdentityError(Exception):
@@ -246,6 +248,27 @@ class Identity:
         outcome = graph_update(source, {s for s in subjects if s}, self.rules)
         self._store(conn, source, outcome)
         return outcome
+
+    def mark_pending(self, conn: Any) -> None:
+        """Record that profiles wait for a deferred update (same transaction as the edges)."""
+        stmt = self.store.insert(identity_jobs)
+        stmt = stmt.on_conflict_do_update(index_elements=["name"], set_={"updated_ms": stmt.excluded.updated_ms})
+        conn.execute(stmt, {"name": PENDING_MARK, "state": "{}", "updated_ms": now_ms()})
+
+    def clear_pending(self, conn: Any) -> None:
+        conn.execute(delete(identity_jobs).where(identity_jobs.c.name == PENDING_MARK))
+
+    def settle_interrupted(self, *, actor: str = "system") -> bool:
+        """A deferred import that never settled (a crash) left profiles behind its edges: rebuild them
+        by a full replay. True when there was one."""
+        with self.store.engine.connect() as conn:
+            found = conn.execute(select(identity_jobs.c.name).where(identity_jobs.c.name == PENDING_MARK)).scalar()
+        if found is None:
+            return False
+        self.rebuild(actor=actor)
+        with self.store.write() as conn:
+            self.clear_pending(conn)
+        return True
 
     def _store(self, conn: Any, source: SqlSource | BulkSource, outcome: Outcome) -> None:
         before: dict[str, str] = {}
@@ -635,10 +658,8 @@ class Identity:
     def rebuild(self, *, actor: str = "system") -> dict[str, int]:
         """Replay the whole edge log: profiles, edge states and supernode flags from scratch."""
         with self.store.write() as conn:
-            source = SqlSource(conn, self.rules, trust_flags=False)
-            edges = [_edge(r) for r in conn.execute(select(*EDGE_COLUMNS).order_by(E.id))]
-            for r in conn.execute(select(E.id, E.state)):
-                source.states[r.id] = r.state
+            source = BulkSource(conn, self.rules, trust_flags=False)
+            edges = sorted(source.edges.values(), key=lambda e: e.id)
             subjects = {s for e in edges for s in (e.a_subject, e.b_subject) if s}
             nodes = {n for e in edges if not e.removed for n in (e.a, e.b)}
             counts = source.neighbour_counts(nodes)
@@ -646,6 +667,7 @@ class Identity:
             outcome = decide(subjects, edges, flags, source.limited_counts(subjects), self.rules)
             conn.execute(delete(profile_subjects))
             conn.execute(delete(identity_flags))
+            source.profile_of = {}  # deleted above: every profile row is written again
             self._store(conn, source, outcome)
             audit.record(conn, actor, "identity.rebuild", details={"edges": len(edges), "subjects": len(subjects)})
         sizes = Counter(outcome.profile_of.values())
