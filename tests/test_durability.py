@@ -184,6 +184,11 @@ def test_acknowledged_events_survive_sigkill(server: ServerProcess, trial: int) 
     try:
         for t in threads:
             t.start()
+        # kill during sustained ingest: once requests are being acknowledged (a busy machine can take
+        # seconds for the first ones, more so with several workers and a writer to warm up)
+        deadline = time.monotonic() + 60
+        while not any(s.acked for s in senders) and time.monotonic() < deadline:
+            time.sleep(0.05)
         time.sleep(rng.uniform(0.7, 1.3))
         assert server.kill() == -9
     finally:

@@ -33,6 +33,8 @@ NOT_ABOUT_A_SUBJECT = {
     "privacy_budget": "epsilon spent per dataset and month (aggregates)",
     "privacy_budget_entries": "epsilon spent per release, with the staff actor",
     "destinations": "webhook, SMS provider and ad-platform endpoints (their secrets are keyring entries)",
+    "loyalty_offers": "value-exchange offer definitions",
+    "loyalty_jobs": "the loyalty earning job's cursor",
 }
 
 

@@ -103,6 +103,9 @@ class Runtime:
         from candor.insights.reports import Insights
 
         self.insights = Insights(self)
+        from candor.loyalty import Loyalty
+
+        self.loyalty = Loyalty(self)
         # an erased person in a database restored from an older backup is erased again, now
         self.rights.erasure.reapply()
         if self.analytics.lake is not None:  # and from analytics files restored from an older backup
@@ -246,7 +249,11 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
 
         keeper = asyncio.create_task(retention.every(rt, settings.retention_seconds))
         refresher = asyncio.create_task(_refresh_analytics_every(rt, settings.analytics_refresh_seconds))
+        from candor import loyalty_api
+
+        points = asyncio.create_task(loyalty_api.every(rt, settings.loyalty_seconds))
         yield
+        points.cancel()
         keeper.cancel()
         ticker.cancel()
         refresher.cancel()
@@ -319,6 +326,11 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     from candor.web import console_campaigns
 
     app.include_router(console_campaigns.router)
+    from candor import loyalty_api
+    from candor.web import loyalty_pages
+
+    app.include_router(loyalty_api.router)
+    app.include_router(loyalty_pages.router)
 
     install_error_handlers(app)
     install_middleware(app, settings)
@@ -378,6 +390,12 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _dictionary(_: Request, exc: DictionaryError) -> Response:
         codes = {404: "not_found", 409: "conflict"}
         return error(exc.status, codes.get(exc.status, "invalid_declaration"), str(exc))
+
+    from candor.loyalty import LoyaltyError
+
+    @app.exception_handler(LoyaltyError)
+    async def _loyalty(_: Request, exc: LoyaltyError) -> Response:
+        return error(exc.status, exc.code, str(exc))
 
     @app.exception_handler(SuppressionError)
     async def _suppression(_: Request, exc: SuppressionError) -> Response:

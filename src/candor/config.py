@@ -111,6 +111,16 @@ class Settings:
         default="Marketing texts. Reply STOP to unsubscribe. Msg and data rates may apply.",
         metadata={"env": "CANDOR_SMS_HELP_TEXT"},
     )
+    # -- the loyalty programme (loyalty.py, docs/loyalty.md) --
+    loyalty_points_per_unit: float = field(default=1.0, metadata={"env": "CANDOR_LOYALTY_POINTS_PER_UNIT"})
+    loyalty_purchase_event: str = field(default="Order Completed", metadata={"env": "CANDOR_LOYALTY_PURCHASE_EVENT"})
+    loyalty_point_value: float = field(default=0.01, metadata={"env": "CANDOR_LOYALTY_POINT_VALUE"})
+    loyalty_currency: str = field(default="USD", metadata={"env": "CANDOR_LOYALTY_CURRENCY"})
+    loyalty_expiry_days: int = field(default=365, metadata={"env": "CANDOR_LOYALTY_EXPIRY_DAYS"})
+    loyalty_tiers: str = field(default="member=0:0,silver=500:5,gold=2000:10", metadata={"env": "CANDOR_LOYALTY_TIERS"})
+    loyalty_tier_window_days: int = field(default=365, metadata={"env": "CANDOR_LOYALTY_TIER_WINDOW_DAYS"})
+    loyalty_data_value: float = field(default=12.0, metadata={"env": "CANDOR_LOYALTY_DATA_VALUE"})
+    loyalty_seconds: int = field(default=60, metadata={"env": "CANDOR_LOYALTY_SECONDS"})
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
