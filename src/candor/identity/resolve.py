@@ -282,7 +282,8 @@ class Resolver:
                 anchors = self.anchors(people, conn)
             members = people | set(profile)
             missing = [s for s in members if s not in recs]
-            if missing and not bulk:
+            # evidence is only weighed for matches that would link: the grey zone needs none
+            if missing and not bulk and any(p >= self.threshold for _, _, p in pairs):
                 recs = {**recs, **self.records(missing, conn)}
             limits = dict(self.identity.rules.limits)
             limited = self._limited(None if bulk else members, conn, limits)
