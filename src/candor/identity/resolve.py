@@ -290,7 +290,7 @@ class Resolver:
             clusters = Clusters.of_profiles(
                 {s: Evidence.of(recs.get(s), limited.get(s)) for s in members}, profile, limits
             )
-            existing = self._logged(conn, "edges", None if bulk else {anchors[a][1] for a in people if a in anchors})
+            existing = self._logged(conn, "edges", None if bulk else {anchors[a] for a in people if a in anchors})
             start: set[str] = set()
             edge_rows: list[dict[str, Any]] = []
             reviews: list[tuple[tuple[str, str], tuple[str, str], str, str, float, str]] = []
@@ -382,40 +382,43 @@ class Resolver:
                 per[t] = per.get(t, 0) + 1
         return out
 
-    def _logged(self, conn: Any, what: str, a_pids: set[str] | None) -> set[tuple[str, str]]:
+    def _logged(self, conn: Any, what: str, ends: set[tuple[str, str]] | None) -> set[tuple[str, str]]:
         """(a_pid, b_pid) of probabilistic edges (``edges``, any state) or candidate reviews already
-        recorded, with their first end in ``a_pids`` (None: all)."""
-        if what == "edges":
-            table, a_col, b_col, cond = (
-                identity_edges,
-                identity_edges.c.a_pid,
-                identity_edges.c.b_pid,
-                identity_edges.c.rule == "probabilistic",
-            )
-        else:
-            table, a_col, b_col, cond = (
-                identity_reviews,
-                identity_reviews.c.a_pid,
-                identity_reviews.c.b_pid,
-                identity_reviews.c.kind == "candidate",
-            )
+        recorded. ``ends`` (None: all): for edges, the first ends as (type, pseudonym), looked up through
+        the index that (a_type, a_pid) leads; for reviews, (subject, "") pairs, through a_subject's index."""
         found: set[tuple[str, str]] = set()
-        if a_pids is None:
-            found.update((x, y) for x, y in conn.execute(select(a_col, b_col).where(cond)))
-            return found
-        pids = sorted(a_pids)
-        for k in range(0, len(pids), CHUNK):
-            found.update(
-                (x, y) for x, y in conn.execute(select(a_col, b_col).where(and_(cond, a_col.in_(pids[k : k + CHUNK]))))
+        if what == "edges":
+            e = identity_edges.c
+            base = select(e.a_pid, e.b_pid).where(e.rule == "probabilistic")
+            if ends is None:
+                queries = [base]
+            else:
+                by_type: dict[str, list[str]] = {}
+                for t, p in ends:
+                    by_type.setdefault(t, []).append(p)
+                queries = [
+                    base.where(and_(e.a_type == t, e.a_pid.in_(pids[k : k + CHUNK])))
+                    for t, pids in by_type.items()
+                    for k in range(0, len(pids), CHUNK)
+                ]
+        else:
+            r = identity_reviews.c
+            base = select(r.a_pid, r.b_pid).where(r.kind == "candidate")
+            subjects = sorted({s for s, _ in ends}) if ends is not None else []
+            queries = (
+                [base]
+                if ends is None
+                else [base.where(r.a_subject.in_(subjects[k : k + CHUNK])) for k in range(0, len(subjects), CHUNK)]
             )
-        del table
+        for q in queries:
+            found.update((x, y) for x, y in conn.execute(q))
         return found
 
     def _open_candidates(
         self, conn: Any, items: list[tuple[tuple[str, str], tuple[str, str], str, str, float, str]], *, bulk: bool
     ) -> int:
         """Queue grey-zone and refused matches for review, once per pair."""
-        known = self._logged(conn, "reviews", None if bulk else {na[1] for na, *_ in items})
+        known = self._logged(conn, "reviews", None if bulk else {(a, "") for _, _, a, *_ in items})
         rows = []
         ts = now_ms()
         for na, nb, a, b, p, reason in items:
