@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, select
+from sqlalchemy import and_, func, select
 
 from candor import audit, normalize
 from candor.identity.service import Identity
@@ -41,7 +41,7 @@ log = logging.getLogger("candor.identity.resolve")
 CHUNK = 500
 JOB = "resolve"
 ANCHOR_ORDER = ("record", "user_id", "anonymous_id")
-MAX_CANDIDATES = 200
+MAX_CANDIDATES = 50  # most shared blocking keys first
 
 
 @dataclass
@@ -461,21 +461,25 @@ class Resolver:
             report.records = len(new)
             for sid, rec in new.items():
                 hashes = [self.vault.pseudonym("match_key", k) for k in set(blocking_keys(rec))]
+                # the candidates sharing the most blocking keys first: a block grows with the store,
+                # and decrypting every member of a large one is what made linking slow
                 cands = (
-                    set(
-                        conn.execute(
-                            select(match_keys.c.subject_id)
-                            .where(match_keys.c.key_hash.in_(hashes))
-                            .limit(MAX_CANDIDATES * 4)
-                        ).scalars()
-                    )
+                    [
+                        other
+                        for other, _n in conn.execute(
+                            select(match_keys.c.subject_id, func.count())
+                            .where(and_(match_keys.c.key_hash.in_(hashes), match_keys.c.subject_id != sid))
+                            .group_by(match_keys.c.subject_id)
+                            .order_by(func.count().desc(), match_keys.c.subject_id)
+                            .limit(MAX_CANDIDATES)
+                        )
+                    ]
                     if hashes
-                    else set()
+                    else []
                 )
-                cands.discard(sid)
                 if not cands:
                     continue
-                cand_recs = self.records(sorted(cands)[:MAX_CANDIDATES], conn)
+                cand_recs = self.records(cands, conn)
                 seen.update(cand_recs)
                 for other, p in model.score(rec, list(cand_recs.values())):
                     if p >= self.review_threshold:
