@@ -2,9 +2,12 @@
 
 ``resolve`` trains a Fellegi–Sunter model (EM, term frequencies) on every active subject's newest
 traits, predicts match probabilities over the blocked pairs, turns matches at or above the
-threshold into ``probabilistic`` edges (with their score) and sends the grey zone to the review
-queue. ``link_new`` scores newly imported records against candidates found through HMAC'd blocking
-keys, without decrypting anyone else.
+threshold into ``probabilistic`` edges (with their score), strongest first and only where the two
+profiles do not conflict (identity/clusters.py: birthdays, first names, limits), and sends the grey zone
+and the refused matches to the review queue. A full run writes in one transaction and updates the
+profiles once, from the edge log read in one scan (identity/service.py ``BulkSource``). ``link_new``
+scores newly imported records against the candidates that share most of their HMAC'd blocking keys,
+decrypting only those (and, for a match that would link, the other members of their profiles).
 
 Plaintext needed for matching is decrypted in memory, matched in an in-memory DuckDB with spilling
 off (identity/matching.py), and never written to disk. Restricted or erased subjects never take part.
