@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -85,6 +86,10 @@ class Runtime:
         from candor.rights.erasure import JOURNAL
 
         self.analytics = Analytics(self.store, lake_dir=settings.analytics_path, journal=settings.data_dir / JOURNAL)
+        if settings.analytics_purge_engine == "spark" and self.analytics.lake is not None:
+            from candor.engines import SparkEngine
+
+            self.analytics.lake.engine = SparkEngine(settings)  # erasure rewrites analytics files on Spark
         self.profiles = Profiles(
             self.store,
             self.vault,
@@ -106,6 +111,10 @@ class Runtime:
         from candor.loyalty import Loyalty
 
         self.loyalty = Loyalty(self)
+        from candor.recommend import Decider, Recommendations
+
+        self.recommend = Recommendations(self)
+        self.decider = Decider(self)  # a malformed CANDOR_DECIDE_RULES_FILE stops the start, naming the place
         # an erased person in a database restored from an older backup is erased again, now
         self.rights.erasure.reapply()
         if self.analytics.lake is not None:  # and from analytics files restored from an older backup
@@ -166,6 +175,20 @@ async def _refresh_analytics_every(rt: Runtime, seconds: int) -> None:
             await loop.run_in_executor(None, rt.analytics.lake.refresh)
         except Exception as exc:  # noqa: BLE001 - retried at the next tick
             log.warning("analytics refresh failed: %s", type(exc).__name__)
+
+
+async def _recommend_every(rt: Runtime, seconds: int) -> None:
+    """Keep the recommendation model current: incremental on a schedule, full when none exists yet."""
+    if seconds <= 0 or rt.analytics.lake is None:
+        return
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            full = rt.recommend.builder.state() is None
+            await loop.run_in_executor(None, functools.partial(rt.recommend.rebuild, full=full))
+        except Exception as exc:  # noqa: BLE001 - retried at the next tick
+            log.warning("recommendation model refresh failed: %s", type(exc).__name__)
 
 
 async def _checkpoint_every(rt: Runtime, seconds: int) -> None:
@@ -252,8 +275,10 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         from candor import loyalty_api
 
         points = asyncio.create_task(loyalty_api.every(rt, settings.loyalty_seconds))
+        recommender = asyncio.create_task(_recommend_every(rt, settings.recommend_refresh_seconds))
         yield
         points.cancel()
+        recommender.cancel()
         keeper.cancel()
         ticker.cancel()
         refresher.cancel()
@@ -278,6 +303,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
 
     app.include_router(ops)
     app.include_router(collect.router)
+    from candor.recommend import api as recommend_api
+
+    app.include_router(recommend_api.router)  # early: decide is a hot read path (routes match in order)
     app.include_router(stats.router)
     app.include_router(audit_api.router)
     from candor import auth_api

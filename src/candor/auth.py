@@ -53,6 +53,7 @@ SCOPES: dict[str, str] = {
     "privacy:write": "declare data categories and retention, set detection policies, decide the privacy inbox",
     "loyalty:read": "read loyalty members, balances, offers and value statements",
     "loyalty:write": "enrol and remove members, redeem points, run expiry, manage value-exchange offers",
+    "recommendations:read": "read recommendations and next-best-action decisions for one person (consent-gated)",
 }
 
 ROLES: dict[str, frozenset[str]] = {
@@ -82,6 +83,7 @@ ROLES: dict[str, frozenset[str]] = {
             "insights:read",
             "loyalty:read",
             "loyalty:write",
+            "recommendations:read",
         }
     ),
     "analyst": frozenset({"stats:read", "insights:read"}),

@@ -1056,3 +1056,9 @@ app.add_typer(_insights_app, name="insights")
 from candor.loyalty_cli import app as _loyalty_app  # noqa: E402 - mounted after `opened` exists
 
 app.add_typer(_loyalty_app, name="loyalty")
+
+# -- recommendations and next best action (recommend/cli.py) ----------------------------------------
+from candor.recommend import cli as _recommend_cli  # noqa: E402 - mounted after `opened` exists
+
+app.add_typer(_recommend_cli.app, name="recommend")
+app.add_typer(_recommend_cli.decide_app, name="decide")

@@ -36,7 +36,7 @@ import orjson
 from sqlalchemy import and_, desc, select, update
 
 from candor import audit
-from candor.consent.audience import build_sql, profile_level
+from candor.consent.audience import PROFILE_TABLES, build_sql, profile_level
 from candor.events import DEFAULT_PERSONAL_PROPERTIES
 from candor.profiles import TRAIT_SCAN, survive
 from candor.store import now_ms
@@ -793,7 +793,7 @@ class Segments:
 
     def __init__(self, rt: Any) -> None:
         self.rt = rt
-        # where the segment query runs: None is DuckDB on the store; a candor.engines engine (Spark) otherwise
+        # where the segment query runs: None is DuckDB over the lake; a candor.engines engine (Spark) otherwise
         self.engine: Any = None
 
     # -- definitions -------------------------------------------------------------------------------
@@ -955,8 +955,12 @@ class Segments:
     def _run(self, root: Node, now: int) -> Run:
         compiled = compile_sql(root, now)
         t0 = time.perf_counter()
-        if self.engine is not None:
-            rows = self.engine.query(self.rt.store, compiled.sql, compiled.params)
+        if self.engine is not None:  # Spark (or any candor.engines engine): the same statement over the lake
+            ws = self.engine.workspace(self.rt.analytics)
+            try:
+                rows = ws.execute(compiled.sql, compiled.params).fetchall()
+            finally:
+                ws.close()
         else:
             rows = self.rt.analytics.fetch(compiled.sql, compiled.params)
         t1 = time.perf_counter()
@@ -1123,7 +1127,7 @@ class Segments:
 
         params = {"now": now_ms() if now is None else now, "default_j": self.rt.consent.default_jurisdiction}
         # the audience query reads no events: the analytics store need not be brought up to date
-        row = self.rt.analytics.fetch(sql, params, setup=setup, fresh=False)[0]
+        row = self.rt.analytics.fetch(sql, params, setup=setup, fresh=False, tables=PROFILE_TABLES)[0]
         assert row is not None
         return {p.name: {k: int(row[4 * i + n] or 0) for n, k in enumerate(keys)} for i, p in enumerate(ps)}
 

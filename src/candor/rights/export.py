@@ -218,6 +218,22 @@ def _segments(rt: Any, conn: Any, people: list[str], _rid: str) -> list[dict[str
     ]
 
 
+def _recommendations(rt: Any, conn: Any, people: list[str], _rid: str) -> list[dict[str, Any]]:
+    rec = getattr(rt, "recommend", None)
+    if rec is None or not people:
+        return []
+    answer = rec.for_subject(people[0], 10)
+    return [
+        {
+            "product_id": i["product_id"],
+            "name": i["name"],
+            "why": i["reason"]["text"],
+            "personalized": answer.personalized,
+        }
+        for i in answer.items
+    ]
+
+
 def _messages(rt: Any, conn: Any, people: list[str], _rid: str) -> list[dict[str, Any]]:
     from candor.store.schema import campaigns, sends
 
@@ -364,6 +380,18 @@ SECTIONS: list[Section] = [
         "our mail provider, to deliver them",
         "as long as your profile exists",
         _messages,
+    ),
+    Section(
+        "recommendations",
+        "What we recommend to you, and why",
+        "The items we would suggest to you now, each with the reason (something you bought or viewed, or an "
+        "interest you told us); only when you allowed personalisation, otherwise everyone's bestsellers.",
+        "derived preferences",
+        "personalization, only where you agreed",
+        "computed from your purchases, views and stated interests",
+        "no one",
+        "computed when asked; the model itself holds nothing about you",
+        _recommendations,
     ),
     Section(
         "requests",

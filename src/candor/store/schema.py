@@ -703,6 +703,47 @@ loyalty_jobs = Table(
     Column("updated_ms", BigInteger, nullable=False),
 )
 
+# -- recommendations (recommend/): the product catalogue and the item-to-item model. Aggregates and
+# item facts only: no subject id anywhere (a person's history is read from events at request time).
+catalog_items = Table(
+    "catalog_items",
+    metadata,
+    Column("product_id", String(100), primary_key=True),
+    Column("name", String(300), nullable=False),
+    Column("category", String(100), nullable=False),
+    Column("department", String(100), nullable=True),
+    Column("data_category", String(40), nullable=True),  # a dictionary category (e.g. health) or NULL
+    Column("active", Boolean, nullable=False),  # False: left the catalogue, never recommended
+    Column("updated_ms", BigInteger, nullable=False),
+)
+
+rec_neighbors = Table(
+    "rec_neighbors",
+    metadata,
+    Column("item_id", String(100), primary_key=True),
+    Column("neighbor_id", String(100), primary_key=True),
+    Column("score", Float, nullable=False),
+    Column("support", Integer, nullable=False),  # people who interacted with both (at least the minimum)
+)
+
+rec_popular = Table(
+    "rec_popular",
+    metadata,
+    Column("item_id", String(100), primary_key=True),
+    Column("score", Float, nullable=False),
+    Column("buyers", Integer, nullable=False),
+)
+
+rec_models = Table(
+    "rec_models",
+    metadata,
+    Column("name", String(40), primary_key=True),
+    Column("version", BigInteger, nullable=False),
+    Column("built_ms", BigInteger, nullable=False),
+    Column("state", Text, nullable=False),  # JSON: engine, watermark, counts; no personal data
+)
+
+
 # Tables holding data about one subject, and the column that names the subject.
 # Access export and erasure walk this list; tests/test_privacy_tables.py keeps it complete.
 SUBJECT_TABLES: dict[str, str] = {
