@@ -72,7 +72,7 @@ RFM_NAMES = ("champions", "loyal", "potential", "new", "at_risk", "hibernating",
 MAX_HORIZON_MONTHS = 120
 COHORT = re.compile(r"(19|20)\d\d-(0[1-9]|1[0-2])")
 TRAIT_OPS = ("equals", "in", "contains", "exists", "gte", "gt", "lte", "lt")
-LOYALTY_TRAIT = "loyaltyTier"  # fed by the loyalty programme (loyalty.py, to come)
+LOYALTY_TRAIT = "loyaltyTier"  # fed by the loyalty programme (loyalty.py, ``Loyalty.tiers_of``)
 # Traits that identify a person on their own: a definition may only test that they exist (or, for
 # email, the domain), because a definition is stored in clear and must never hold someone's identifier.
 DIRECT_IDENTIFIERS = frozenset(
@@ -793,7 +793,7 @@ class Segments:
 
     def __init__(self, rt: Any) -> None:
         self.rt = rt
-        # where the segment query runs: None is DuckDB on the store; a candor.engines engine (Spark) otherwise
+        # where the segment query runs: None is DuckDB over the lake; a candor.engines engine (Spark) otherwise
         self.engine: Any = None
 
     # -- definitions -------------------------------------------------------------------------------
@@ -955,8 +955,12 @@ class Segments:
     def _run(self, root: Node, now: int) -> Run:
         compiled = compile_sql(root, now)
         t0 = time.perf_counter()
-        if self.engine is not None:
-            rows = self.engine.query(self.rt.store, compiled.sql, compiled.params)
+        if self.engine is not None:  # Spark (or any candor.engines engine): the same statement over the lake
+            ws = self.engine.workspace(self.rt.analytics)
+            try:
+                rows = ws.execute(compiled.sql, compiled.params).fetchall()
+            finally:
+                ws.close()
         else:
             rows = self.rt.analytics.fetch(compiled.sql, compiled.params)
         t1 = time.perf_counter()
@@ -1082,6 +1086,13 @@ class Segments:
                 out[pid] = None
                 continue
             out[pid] = {k: survive(c, rule, trusted)[0] for k, c in candidates.items()}
+        if LOYALTY_TRAIT in keys and getattr(self.rt, "loyalty", None) is not None:
+            # the programme's tier of an active member wins over a tier a source sent
+            tiers = self.rt.loyalty.tiers_of(conn, subjects)
+            for pid, subs in profiles:
+                tier = next((tiers[s] for s in subs if s in tiers), None)
+                if tier is not None:
+                    out[pid] = {**(out.get(pid) or {}), LOYALTY_TRAIT: tier}
         return out
 
     def evaluate(self, target: Any, *, now: int | None = None) -> ProfileIds:
