@@ -352,12 +352,10 @@ class Lake:
         import pyarrow as pa
 
         data: list[list[Any]] = [[] for _ in columns]
-        with self.store.engine.connect() as conn:
-            cur = conn.exec_driver_sql(sql)
-            while True:
-                batch = cur.fetchmany(100_000)
-                if not batch:
-                    break
+        from candor.analytics import sqlite_batches
+
+        with self.store.engine.connect() as conn, conn.begin():
+            for batch in sqlite_batches(conn, sql):
                 for i, col in enumerate(zip(*batch, strict=True)):
                     data[i].extend(col)
         name = f"lake_src_{secrets.token_hex(4)}"

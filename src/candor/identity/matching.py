@@ -375,9 +375,7 @@ class _DuckDBBackend:
 
     def blocked_pairs(self, keys: pa.Table) -> str:
         self.con.register("candor_keys_arrow", keys)
-        self.con.execute(
-            "CREATE TABLE candor_blocked_pairs AS " + _BLOCKED_PAIRS_SQL.format(max_block=MAX_BLOCK_SIZE)
-        )
+        self.con.execute("CREATE TABLE candor_blocked_pairs AS " + _BLOCKED_PAIRS_SQL.format(max_block=MAX_BLOCK_SIZE))
         self.con.unregister("candor_keys_arrow")
         return "candor_blocked_pairs"
 
