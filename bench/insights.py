@@ -43,7 +43,7 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from candor.analytics import _extension_path  # noqa: E402
+from candor.analytics import _extension_path, tables_named  # noqa: E402
 from candor.app import Runtime  # noqa: E402
 from candor.config import Settings  # noqa: E402
 from candor.lake import COLUMNS, FORMAT  # noqa: E402
@@ -56,14 +56,14 @@ TARGET_S, TARGET_RATIO = 10.0, 1.5
 
 PROF = """
 prof AS (SELECT s.subject_id, coalesce(ps.profile_id, s.subject_id) AS profile_id
-         FROM store.subjects s LEFT JOIN store.profile_subjects ps ON ps.subject_id = s.subject_id
+         FROM main.subjects s LEFT JOIN main.profile_subjects ps ON ps.subject_id = s.subject_id
          WHERE s.state <> 'erased'),
 ev AS (SELECT p.profile_id, e.id, e.ts_ms, e.event, e.revenue,
               CASE e.source WHEN 'web' THEN 'web' WHEN 'app' THEN 'app' WHEN 'pos' THEN 'store'
                    WHEN 'email' THEN 'email' ELSE 'call_center' END AS channel
        FROM read_parquet($files) e JOIN prof p ON p.subject_id = e.subject_id),
 tp AS (SELECT profile_id, ts_ms, channel, event FROM ev
-       UNION ALL SELECT p.profile_id, s.ts_ms, s.channel, NULL FROM store.sends s
+       UNION ALL SELECT p.profile_id, s.ts_ms, s.channel, NULL FROM main.sends s
        JOIN prof p ON p.subject_id = s.subject_id WHERE s.outcome = 'sent')
 """
 HAND = {
@@ -253,7 +253,7 @@ def run(args: argparse.Namespace, say: Any) -> dict[str, Any]:
                 ours_s, report = timed(lambda n=name, a=ask: rt.insights.run(n, a, now=NOW), args.repeat)
 
                 def hand(n: str = name) -> list[tuple[Any, ...]]:
-                    con = rt.analytics.connect(fresh=False)
+                    con = rt.analytics.connect(fresh=False, tables=tables_named(HAND[n]))
                     try:
                         return con.execute(HAND[n], {"files": files, "since": SINCE, "until": UNTIL}).fetchall()
                     finally:

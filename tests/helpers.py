@@ -58,3 +58,36 @@ async def api(settings: Settings, **source_opts: Any) -> AsyncIterator[Api]:
             yield Api(client, rt, key, owner)
     finally:
         rt.close()
+
+
+FEEDBACK_SECRET = "feedback-test-secret"
+
+
+def provider_settings(settings: Settings, **more: Any) -> Settings:
+    """``settings`` with the test source allowed to post provider callbacks, signed with the generic
+    HMAC (campaigns/callbacks.py)."""
+    import dataclasses
+
+    return dataclasses.replace(
+        settings, **{"feedback_sources": "test-source", "feedback_secret": FEEDBACK_SECRET, **more}
+    )
+
+
+def signed(body: Any, key: str, content_type: str = "application/json") -> dict[str, Any]:
+    """``client.post`` keyword arguments: ``body`` (bytes, or JSON) with the write key and the generic
+    HMAC signature of campaigns/callbacks.py."""
+    import time
+
+    import orjson
+
+    from candor.campaigns import signing
+
+    raw = body if isinstance(body, bytes) else orjson.dumps(body)
+    ts = int(time.time())
+    headers = {
+        **basic(key),
+        "Content-Type": content_type,
+        "Candor-Timestamp": str(ts),
+        "Candor-Signature": signing.signature(FEEDBACK_SECRET, ts, raw),
+    }
+    return {"content": raw, "headers": headers}

@@ -92,3 +92,45 @@ def test_version() -> None:
 def test_serve_refuses_several_workers_on_sqlite(tmp_path: Path) -> None:
     out = run(tmp_path, "serve", "--workers", "2", code=2)
     assert "need PostgreSQL" in out
+
+
+def test_loyalty_commands(tmp_path: Path) -> None:
+    from candor.app import Runtime
+    from candor.config import Settings
+
+    rt = Runtime(Settings.from_env(env={}, data_dir=tmp_path))
+    try:
+        with rt.store.write() as conn:
+            sid, _ = rt.vault.new_subject(conn)
+            from candor.store import now_ms
+            from candor.store.schema import identifiers
+
+            conn.execute(
+                identifiers.insert(),
+                {
+                    "id_type": "user_id",
+                    "pseudonym": rt.vault.pseudonym("user_id", "cli-1"),
+                    "hmac_version": rt.vault.hmac_version,
+                    "subject_id": sid,
+                    "first_seen_ms": now_ms(),
+                },
+            )
+    finally:
+        rt.close()
+    assert "financial incentive" in run(tmp_path, "loyalty", "notice")
+    assert json.loads(run(tmp_path, "loyalty", "join", "--user-id", "cli-1"))["member"] is True
+    assert "already a member" in run(tmp_path, "loyalty", "join", "--user-id", "cli-1", code=1)
+    assert "not enough points" in run(tmp_path, "loyalty", "redeem", "5", "--user-id", "cli-1", code=1)
+    run(
+        tmp_path, "loyalty", "offers", "create", "genres", "--title", "Genres", "--ask", "Which genres?",
+        "--fields", "favouriteGenres", "--points", "200", "--purposes", "personalization",
+    )  # fmt: skip
+    assert json.loads(run(tmp_path, "loyalty", "offers", "list", "--json"))[0]["state"] == "open"
+    assert json.loads(run(tmp_path, "loyalty", "earn"))["credited"] == 0
+    assert json.loads(run(tmp_path, "loyalty", "expire"))["points"] == 0
+    statement = json.loads(run(tmp_path, "loyalty", "statement", "--user-id", "cli-1", "--json"))
+    assert statement["membership"]["state"] == "active"
+    assert "balance 0" in run(tmp_path, "loyalty", "statement", "--user-id", "cli-1")
+    assert json.loads(run(tmp_path, "loyalty", "status", "--user-id", "cli-1"))["tier"] == "member"
+    assert json.loads(run(tmp_path, "loyalty", "leave", "--user-id", "cli-1"))["state"] == "left"
+    assert "no one is known" in run(tmp_path, "loyalty", "status", "--user-id", "nobody", code=1)

@@ -33,6 +33,12 @@ NOT_ABOUT_A_SUBJECT = {
     "privacy_budget": "epsilon spent per dataset and month (aggregates)",
     "privacy_budget_entries": "epsilon spent per release, with the staff actor",
     "destinations": "webhook, SMS provider and ad-platform endpoints (their secrets are keyring entries)",
+    "loyalty_offers": "value-exchange offer definitions",
+    "loyalty_jobs": "the loyalty earning job's cursor",
+    "catalog_items": "the product catalogue (item facts)",
+    "rec_neighbors": "item-to-item similarities, each from at least CANDOR_RECOMMEND_MIN_SUPPORT people",
+    "rec_popular": "bestseller scores per item (aggregates)",
+    "rec_models": "model versions, watermarks and counts",
 }
 
 

@@ -1,17 +1,27 @@
 """The analytics engine: DuckDB embedded, reading the analytics store and the operational store.
 
-DuckDB attaches the store (SQLite or PostgreSQL) read-only through its scanner extension (shipped as
-a wheel pinned to the DuckDB release, loaded from disk: nothing is downloaded) and exposes the tables
-Candor's analytical queries use as views, so one SQL text runs on either store. The big one,
-``events``, is read from the analytics store instead (Parquet files, lake.py), which is kept current
-before each query. Heavy jobs can move to Spark later with the same definitions over the same files.
+The tables Candor's analytical queries use are views of one DuckDB connection, so one SQL text runs
+on either store. The big one, ``events``, is read from the analytics store (Parquet files, lake.py),
+which is kept current before each query. The others come from the operational store:
+
+- **PostgreSQL**: attached read-only through DuckDB's scanner extension (shipped as a wheel pinned to
+  the DuckDB release, loaded from disk: nothing is downloaded);
+- **SQLite**: read through this process's own SQLite (SQLAlchemy), in one read transaction, and
+  handed to DuckDB as Arrow tables. DuckDB is *never* given the SQLite file: its scanner carries a
+  second copy of SQLite, and when that copy closes the file, POSIX drops every fcntl lock the process
+  holds on it, the writers' included (SQLite's "multiple copies of SQLite in one process" hazard),
+  which can corrupt the store under concurrent writes. Only the tables a query names are read.
+  A test fails if a module of the package attaches SQLite (tests/test_sqlite_locks.py).
+
+Heavy jobs can move to Spark later with the same definitions over the same files.
 """
 
 from __future__ import annotations
 
 import importlib
 import pathlib
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -83,12 +93,10 @@ class Analytics:
             self.lake = Lake(store, lake_dir, self.attach, self.store_query, journal or lake_dir / "none", threads)
 
     def attach(self, con: duckdb.DuckDBPyConnection) -> Callable[[str], str]:
-        """Attach the store as ``store``; returns how the store's own SQL names a table."""
+        """Attach the PostgreSQL store as ``store``; returns how the store's own SQL names a table.
+        A SQLite store is never attached (see the module's docstring): its tables are loaded instead."""
         if self.store.is_sqlite:
-            con.load_extension(_extension_path("duckdb_extension_sqlite_scanner"))
-            path = str(make_url(self.store.url).database or "")
-            con.execute(f"ATTACH '{_quote(path)}' AS store (TYPE sqlite, READ_ONLY)")
-            return lambda table: table
+            raise RuntimeError("a SQLite store is read through SQLAlchemy, never attached to DuckDB")
         con.load_extension(_extension_path("duckdb_extension_postgres_scanner"))
         conninfo, schema = _libpq(self.store.url)
         con.execute(f"ATTACH '{_quote(conninfo)}' AS store (TYPE postgres, READ_ONLY, SCHEMA '{_quote(schema)}')")
@@ -96,19 +104,20 @@ class Analytics:
         return lambda table: f"{quoted}.{table}"
 
     def store_query(self, sql: str) -> str:
-        """A DuckDB table expression that runs ``sql`` inside the store (its indexes apply there)."""
-        fn = "sqlite_query" if self.store.is_sqlite else "postgres_query"
-        return f"{fn}('store', '{_quote(sql)}')"
+        """A DuckDB table expression that runs ``sql`` inside the PostgreSQL store (its indexes apply
+        there). The analytics store reads SQLite through SQLAlchemy instead (lake.py)."""
+        if self.store.is_sqlite:
+            raise RuntimeError("a SQLite store is read through SQLAlchemy, never through DuckDB")
+        return f"postgres_query('store', '{_quote(sql)}')"
 
     def _prefix(self) -> str:
-        if self.store.is_sqlite:
-            return "store"
         _, schema = _libpq(self.store.url)
         return 'store."' + schema.replace('"', '""') + '"'
 
-    def connect(self, *, fresh: bool = True) -> duckdb.DuckDBPyConnection:
+    def connect(self, *, fresh: bool = True, tables: Iterable[str] | None = None) -> duckdb.DuckDBPyConnection:
         """A connection with a view per table of ``TABLES``. With the analytics store, ``events`` reads
-        its Parquet files, brought up to date first unless ``fresh`` is False."""
+        its Parquet files, brought up to date first unless ``fresh`` is False. ``tables``: the store
+        tables the queries on it read (default: all); on SQLite only those are loaded."""
         files: list[str] | None = None
         if self.lake is not None:
             if fresh and self.refresh_before_query:
@@ -117,21 +126,31 @@ class Analytics:
         con = duckdb.connect(
             config={"autoinstall_known_extensions": False, "autoload_known_extensions": False, "threads": self.threads}
         )
-        self.attach(con)
-        prefix = self._prefix()
-        for t in TABLES:
-            if t == "events" and files is not None:
+        try:
+            wanted = set(TABLES) if tables is None else set(tables) & set(TABLES)
+            from_store = [t for t in TABLES if t in wanted and not (t == "events" and files is not None)]
+            if files is not None:
                 con.execute(f"CREATE VIEW events AS {events_view(files)}")
+            if self.store.is_sqlite:
+                load_sqlite_tables(self.store, con, from_store)
             else:
-                con.execute(f"CREATE VIEW {t} AS SELECT * FROM {prefix}.{t}")
+                self.attach(con)
+                prefix = self._prefix()
+                for t in from_store:
+                    con.execute(f"CREATE VIEW {t} AS SELECT * FROM {prefix}.{t}")
+        except BaseException:
+            con.close()
+            raise
         return con
 
     def fetch(self, sql: str, params: Any = None, *, setup: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
-              fresh: bool = True) -> list[tuple[Any, ...]]:  # fmt: skip
+              fresh: bool = True, tables: Iterable[str] = ()) -> list[tuple[Any, ...]]:  # fmt: skip
         """Run one query; when an analytics file went away under it (a purge or compaction in another
-        process), once more on the new files."""
+        process), once more on the new files. The store tables read are those ``sql`` names, and
+        ``tables`` (those a ``setup`` reads)."""
+        needed = tables_named(sql) | set(tables)
         for attempt in (1, 2):
-            con = self.connect(fresh=fresh and attempt == 1)
+            con = self.connect(fresh=fresh and attempt == 1, tables=needed)
             try:
                 if setup is not None:
                     setup(con)
@@ -145,6 +164,62 @@ class Analytics:
 
     def query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
         return self.fetch(sql, params)
+
+
+_TABLE_WORD = re.compile(r"\b(" + "|".join(TABLES) + r")\b")
+
+
+def tables_named(sql: str) -> set[str]:
+    """The tables of ``TABLES`` whose name appears in ``sql`` as a word (more is harmless: one more
+    table read)."""
+    return set(_TABLE_WORD.findall(sql))
+
+
+def _duck_type(column: Any) -> tuple[str, Any]:
+    """The DuckDB type of a store column and the Arrow type its raw SQLite values are handed over as
+    (booleans come as 0/1 and are cast in the view)."""
+    import pyarrow as pa
+    from sqlalchemy import BigInteger, Boolean, Float, Integer, LargeBinary
+
+    t = column.type
+    if isinstance(t, Boolean):
+        return "BOOLEAN", pa.int64()
+    if isinstance(t, BigInteger | Integer):
+        return "BIGINT", pa.int64()
+    if isinstance(t, Float):
+        return "DOUBLE", pa.float64()
+    if isinstance(t, LargeBinary):
+        return "BLOB", pa.binary()
+    return "VARCHAR", pa.string()
+
+
+def load_sqlite_tables(store: Store, con: duckdb.DuckDBPyConnection, names: Iterable[str]) -> None:
+    """Views ``names`` on ``con`` holding the rows of those store tables, read through the process's
+    own SQLite (SQLAlchemy) in one read transaction, so they are one consistent snapshot."""
+    import pyarrow as pa
+
+    from candor.store.schema import metadata
+
+    names = list(names)
+    if not names:
+        return
+    with store.engine.connect() as conn, conn.begin():
+        for name in names:
+            table = metadata.tables[name]
+            types = [(c.name, *_duck_type(c)) for c in table.columns]
+            cols = ", ".join('"' + c + '"' for c, _, _ in types)
+            data: list[list[Any]] = [[] for _ in types]
+            cur = conn.exec_driver_sql(f'SELECT {cols} FROM "{name}"')
+            while True:
+                batch = cur.fetchmany(100_000)
+                if not batch:
+                    break
+                for i, col in enumerate(zip(*batch, strict=True)):
+                    data[i].extend(col)
+            arrow = pa.table({c: pa.array(v, type=at) for (c, _, at), v in zip(types, data, strict=True)})
+            con.register(f"_store_{name}", arrow)
+            select = ", ".join(f'CAST("{c}" AS {dt}) AS "{c}"' for c, dt, _ in types)
+            con.execute(f"CREATE VIEW {name} AS SELECT {select} FROM _store_{name}")
 
 
 def events_view(files: list[str]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -107,6 +108,13 @@ class Runtime:
         from candor.insights.reports import Insights
 
         self.insights = Insights(self)
+        from candor.loyalty import Loyalty
+
+        self.loyalty = Loyalty(self)
+        from candor.recommend import Decider, Recommendations
+
+        self.recommend = Recommendations(self)
+        self.decider = Decider(self)  # a malformed CANDOR_DECIDE_RULES_FILE stops the start, naming the place
         # an erased person in a database restored from an older backup is erased again, now
         self.rights.erasure.reapply()
         if self.analytics.lake is not None:  # and from analytics files restored from an older backup
@@ -167,6 +175,20 @@ async def _refresh_analytics_every(rt: Runtime, seconds: int) -> None:
             await loop.run_in_executor(None, rt.analytics.lake.refresh)
         except Exception as exc:  # noqa: BLE001 - retried at the next tick
             log.warning("analytics refresh failed: %s", type(exc).__name__)
+
+
+async def _recommend_every(rt: Runtime, seconds: int) -> None:
+    """Keep the recommendation model current: incremental on a schedule, full when none exists yet."""
+    if seconds <= 0 or rt.analytics.lake is None:
+        return
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            full = rt.recommend.builder.state() is None
+            await loop.run_in_executor(None, functools.partial(rt.recommend.rebuild, full=full))
+        except Exception as exc:  # noqa: BLE001 - retried at the next tick
+            log.warning("recommendation model refresh failed: %s", type(exc).__name__)
 
 
 async def _checkpoint_every(rt: Runtime, seconds: int) -> None:
@@ -250,7 +272,13 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
 
         keeper = asyncio.create_task(retention.every(rt, settings.retention_seconds))
         refresher = asyncio.create_task(_refresh_analytics_every(rt, settings.analytics_refresh_seconds))
+        from candor import loyalty_api
+
+        points = asyncio.create_task(loyalty_api.every(rt, settings.loyalty_seconds))
+        recommender = asyncio.create_task(_recommend_every(rt, settings.recommend_refresh_seconds))
         yield
+        points.cancel()
+        recommender.cancel()
         keeper.cancel()
         ticker.cancel()
         refresher.cancel()
@@ -275,6 +303,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
 
     app.include_router(ops)
     app.include_router(collect.router)
+    from candor.recommend import api as recommend_api
+
+    app.include_router(recommend_api.router)  # early: decide is a hot read path (routes match in order)
     app.include_router(stats.router)
     app.include_router(audit_api.router)
     from candor import auth_api
@@ -323,6 +354,11 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     from candor.web import console_campaigns
 
     app.include_router(console_campaigns.router)
+    from candor import loyalty_api
+    from candor.web import loyalty_pages
+
+    app.include_router(loyalty_api.router)
+    app.include_router(loyalty_pages.router)
 
     install_error_handlers(app)
     install_middleware(app, settings)
@@ -382,6 +418,12 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _dictionary(_: Request, exc: DictionaryError) -> Response:
         codes = {404: "not_found", 409: "conflict"}
         return error(exc.status, codes.get(exc.status, "invalid_declaration"), str(exc))
+
+    from candor.loyalty import LoyaltyError
+
+    @app.exception_handler(LoyaltyError)
+    async def _loyalty(_: Request, exc: LoyaltyError) -> Response:
+        return error(exc.status, exc.code, str(exc))
 
     @app.exception_handler(SuppressionError)
     async def _suppression(_: Request, exc: SuppressionError) -> Response:

@@ -51,6 +51,9 @@ SCOPES: dict[str, str] = {
     "settings:write": "change sources, tokens, purposes, notices and retention",
     "privacy:read": "read the data dictionary and the privacy inbox (field names and counts, never values)",
     "privacy:write": "declare data categories and retention, set detection policies, decide the privacy inbox",
+    "loyalty:read": "read loyalty members, balances, offers and value statements",
+    "loyalty:write": "enrol and remove members, redeem points, run expiry, manage value-exchange offers",
+    "recommendations:read": "read recommendations and next-best-action decisions for one person (consent-gated)",
 }
 
 ROLES: dict[str, frozenset[str]] = {
@@ -67,13 +70,24 @@ ROLES: dict[str, frozenset[str]] = {
             "audit:read",
             "privacy:read",
             "privacy:write",
+            "loyalty:read",
         }
     ),
     "marketer": frozenset(
-        {"stats:read", "profiles:read", "consent:read", "segments:write", "campaigns:send", "insights:read"}
+        {
+            "stats:read",
+            "profiles:read",
+            "consent:read",
+            "segments:write",
+            "campaigns:send",
+            "insights:read",
+            "loyalty:read",
+            "loyalty:write",
+            "recommendations:read",
+        }
     ),
     "analyst": frozenset({"stats:read", "insights:read"}),
-    "support": frozenset({"profiles:read", "consent:read"}),
+    "support": frozenset({"profiles:read", "consent:read", "loyalty:read"}),
 }
 
 

@@ -216,12 +216,16 @@ def demo(
     try:
         data = demo_mod.generate(customers, seed)
         report = demo_mod.send(data, base, keys, progress=progress)
+        enrolled = demo_mod.enrol(data, base, token)
     except Exception as exc:  # noqa: BLE001 - stop the server, then explain
         server.should_exit = True
         thread.join(10)
         err.print(f"[red]demo failed:[/red] {exc}")
         raise typer.Exit(1) from None
     console.print(f"Seeded {customers} customers: {report.total_events} events in {report.requests} requests.")
+    console.print(
+        f"Loyalty programme: {enrolled['members']} members enrolled, {enrolled['offers_accepted']} answered an offer."
+    )
     console.print(f"Admin API token (owner, 30 days): [bold]{token}[/bold]", soft_wrap=True)
     console.print(f"Write key of demo-web: [bold]{keys['web']}[/bold]", soft_wrap=True)
     console.print(f"Try: curl -H 'Authorization: Bearer {token}' {base}/v1/stats", soft_wrap=True)
@@ -1043,3 +1047,14 @@ app.add_typer(_analytics_app, name="analytics")
 from candor.insights_cli import app as _insights_app  # noqa: E402 - mounted after `opened` exists
 
 app.add_typer(_insights_app, name="insights")
+
+# -- loyalty (loyalty_cli.py) ------------------------------------------------------------------------
+from candor.loyalty_cli import app as _loyalty_app  # noqa: E402 - mounted after `opened` exists
+
+app.add_typer(_loyalty_app, name="loyalty")
+
+# -- recommendations and next best action (recommend/cli.py) ----------------------------------------
+from candor.recommend import cli as _recommend_cli  # noqa: E402 - mounted after `opened` exists
+
+app.add_typer(_recommend_cli.app, name="recommend")
+app.add_typer(_recommend_cli.decide_app, name="decide")

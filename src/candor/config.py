@@ -108,10 +108,45 @@ class Settings:
     conversion_event: str = field(default="Order Completed", metadata={"env": "CANDOR_CONVERSION_EVENT"})
     conversion_window_days: int = field(default=7, metadata={"env": "CANDOR_CONVERSION_WINDOW_DAYS"})
     feedback_sources: str = field(default="", metadata={"env": "CANDOR_FEEDBACK_SOURCES"})
+    # provider callbacks: who may post them and how their signatures are checked (campaigns/callbacks.py)
+    feedback_secret: str = field(default="", metadata={"env": "CANDOR_FEEDBACK_SECRET"})
+    twilio_auth_token: str = field(default="", metadata={"env": "CANDOR_TWILIO_AUTH_TOKEN"})
+    sendgrid_public_key: str = field(default="", metadata={"env": "CANDOR_SENDGRID_PUBLIC_KEY"})
+    sns_certificate: str = field(default="", metadata={"env": "CANDOR_SNS_CERTIFICATE"})
+    sns_topic_arns: str = field(default="", metadata={"env": "CANDOR_SNS_TOPIC_ARNS"})
+    callback_max_age_seconds: int = field(default=300, metadata={"env": "CANDOR_CALLBACK_MAX_AGE_SECONDS"})
     sms_help_text: str = field(
         default="Marketing texts. Reply STOP to unsubscribe. Msg and data rates may apply.",
         metadata={"env": "CANDOR_SMS_HELP_TEXT"},
     )
+    # -- the loyalty programme (loyalty.py, docs/loyalty.md) --
+    loyalty_points_per_unit: float = field(default=1.0, metadata={"env": "CANDOR_LOYALTY_POINTS_PER_UNIT"})
+    loyalty_purchase_event: str = field(default="Order Completed", metadata={"env": "CANDOR_LOYALTY_PURCHASE_EVENT"})
+    loyalty_point_value: float = field(default=0.01, metadata={"env": "CANDOR_LOYALTY_POINT_VALUE"})
+    loyalty_currency: str = field(default="USD", metadata={"env": "CANDOR_LOYALTY_CURRENCY"})
+    loyalty_expiry_days: int = field(default=365, metadata={"env": "CANDOR_LOYALTY_EXPIRY_DAYS"})
+    loyalty_tiers: str = field(default="member=0:0,silver=500:5,gold=2000:10", metadata={"env": "CANDOR_LOYALTY_TIERS"})
+    loyalty_tier_window_days: int = field(default=365, metadata={"env": "CANDOR_LOYALTY_TIER_WINDOW_DAYS"})
+    loyalty_data_value: float = field(default=12.0, metadata={"env": "CANDOR_LOYALTY_DATA_VALUE"})
+    loyalty_seconds: int = field(default=60, metadata={"env": "CANDOR_LOYALTY_SECONDS"})
+
+    # -- recommendations and next best action (recommend/) --
+    recommend_sensitive_categories: str = field(
+        default="health,religion,sexual_orientation,ethnicity,political_opinion,trade_union,genetic,biometric,"
+        "spirituality,sexuality,lgbtq,politics",
+        metadata={"env": "CANDOR_RECOMMEND_SENSITIVE_CATEGORIES"},
+    )
+    recommend_interests: str = field(
+        default="fiction=Fiction,crime=Mystery,science-fiction=Science,history=History,children=Children,"
+        "jazz=Jazz,classical=Classical,rock=Rock,pop=Soul|Electronic,folk=Folk",
+        metadata={"env": "CANDOR_RECOMMEND_INTERESTS"},
+    )
+    recommend_min_support: int = field(default=3, metadata={"env": "CANDOR_RECOMMEND_MIN_SUPPORT"})
+    recommend_neighbors: int = field(default=50, metadata={"env": "CANDOR_RECOMMEND_NEIGHBORS"})
+    recommend_shrinkage: float = field(default=10.0, metadata={"env": "CANDOR_RECOMMEND_SHRINKAGE"})
+    recommend_max_items: int = field(default=200, metadata={"env": "CANDOR_RECOMMEND_MAX_ITEMS"})
+    recommend_refresh_seconds: int = field(default=900, metadata={"env": "CANDOR_RECOMMEND_REFRESH_SECONDS"})
+    decide_rules_file: str = field(default="", metadata={"env": "CANDOR_DECIDE_RULES_FILE"})
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -203,6 +238,14 @@ class Settings:
         if self.body_timeout_seconds < 1:
             raise ConfigError("CANDOR_BODY_TIMEOUT_SECONDS must be at least 1")
         self.identity_limit_map  # noqa: B018 - parses, raising ConfigError on a bad value
+        self.recommend_interest_map  # noqa: B018 - parses, raising ConfigError on a bad value
+        if self.recommend_min_support < 2:
+            raise ConfigError("CANDOR_RECOMMEND_MIN_SUPPORT must be at least 2: a pair seen in one person's history "
+                              "would tell what that person bought")  # fmt: skip
+        if not 1 <= self.recommend_neighbors <= 1000 or not 1 <= self.recommend_max_items <= 10_000:
+            raise ConfigError("CANDOR_RECOMMEND_NEIGHBORS must be 1..1000 and CANDOR_RECOMMEND_MAX_ITEMS 1..10000")
+        if self.recommend_shrinkage < 0 or self.recommend_refresh_seconds < 0:
+            raise ConfigError("CANDOR_RECOMMEND_SHRINKAGE and CANDOR_RECOMMEND_REFRESH_SECONDS must be 0 or more")
         if self.identity_max_shared < 2:
             raise ConfigError("CANDOR_IDENTITY_MAX_SHARED must be at least 2")
         if not 0.0 < self.match_review_threshold <= self.match_threshold < 1.0:
@@ -273,6 +316,28 @@ class Settings:
                 url = "postgresql+psycopg://" + url.split("://", 1)[1]
             return url
         return f"sqlite:///{(self.data_dir / 'candor.db').resolve()}"
+
+    @property
+    def recommend_sensitive_set(self) -> frozenset[str]:
+        """CANDOR_RECOMMEND_SENSITIVE_CATEGORIES: catalogue or dictionary categories never used (lower case)."""
+        return frozenset(c.strip().lower() for c in self.recommend_sensitive_categories.split(",") if c.strip())
+
+    @property
+    def recommend_interest_map(self) -> dict[str, tuple[str, ...]]:
+        """CANDOR_RECOMMEND_INTERESTS: ``jazz=Jazz,pop=Soul|Electronic`` -> stated interest to catalogue categories."""
+        out: dict[str, tuple[str, ...]] = {}
+        for part in self.recommend_interests.split(","):
+            if not part.strip():
+                continue
+            name, sep, cats = part.partition("=")
+            targets = tuple(c.strip() for c in cats.split("|") if c.strip())
+            if not sep or not name.strip() or not targets:
+                raise ConfigError(
+                    f"CANDOR_RECOMMEND_INTERESTS: {part.strip()!r} is not interest=Category "
+                    "(e.g. jazz=Jazz,pop=Soul|Rock)"
+                )
+            out[name.strip()] = targets
+        return out
 
     @property
     def identity_limit_map(self) -> dict[str, int]:

@@ -1122,3 +1122,78 @@ def send(
         if own:
             http.close()
     return report
+
+
+# -- the loyalty programme ---------------------------------------------------------------------------
+GENRES_OFFER = {
+    "name": "favourite-genres",
+    "title": "Your favourite genres",
+    "ask": "Tell us the genres you like best, and we will show you more of them.",
+    "fields": ["favouriteGenres"],
+    "category": "behavioural",
+    "purposes": ["personalization"],
+    "points": 200,
+}
+
+
+def enrol(
+    data: DemoData,
+    base_url: str,
+    token: str,
+    *,
+    share: float = 0.4,
+    client: httpx.Client | None = None,
+) -> dict[str, int]:
+    """Enrol some card holders with an online account in the loyalty programme through the public API
+    (they saw the notice of financial incentive and opted in), open the genres offer and let half of the
+    members answer it. Running it again changes nothing (joins and answers are refused as duplicates)."""
+    rng = random.Random(data.seed * 7919 + 1)
+    base = base_url.rstrip("/")
+    headers = {"Authorization": f"Bearer {token}"}
+    own = client is None
+    http = client or httpx.Client(timeout=httpx.Timeout(30.0, connect=10.0), headers={"User-Agent": "candor-demo"})
+    out = {"members": 0, "offers_accepted": 0, "skipped": 0}
+
+    def call(method: str, path: str, body: Any = None, ok: tuple[str, ...] = ()) -> httpx.Response | None:
+        r = http.request(method, f"{base}{path}", json=body, headers=headers)
+        if r.status_code < 300:
+            return r
+        try:
+            code = r.json().get("error", {}).get("code")
+        except ValueError:
+            code = None
+        if code in ok:
+            return None
+        raise DemoSendError(f"{method} {path}: {_server_error(r)}")
+
+    try:
+        notice = call("GET", "/v1/loyalty/notice")
+        notice_version = int(notice.json()["version"]) if notice is not None else 1
+        ends = (datetime.now(UTC) + timedelta(days=60)).isoformat()
+        call("POST", "/v1/loyalty/offers", {**GENRES_OFFER, "ends": ends}, ok=("conflict",))
+        for p in data.truth:
+            if p.card is None or p.user_id is None or rng.random() >= share:
+                continue
+            who = {"userId": p.user_id}
+            joined = call(
+                "POST",
+                "/v1/loyalty/members",
+                {**who, "noticeVersion": notice_version},
+                ok=("already_member", "not_found"),
+            )
+            if joined is None:
+                out["skipped"] += 1
+                continue
+            out["members"] += 1
+            if p.genres and rng.random() < 0.5:
+                answer = {**who, "values": {"favouriteGenres": sorted(p.genres)[:MAX_GENRES]}}
+                if call("POST", "/v1/loyalty/offers/favourite-genres/accept", answer, ok=("already_accepted",)):
+                    out["offers_accepted"] += 1
+        call("POST", "/v1/loyalty/earn")
+    finally:
+        if own:
+            http.close()
+    return out
+
+
+MAX_GENRES = 5

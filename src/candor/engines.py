@@ -37,7 +37,7 @@ import socket
 import tempfile
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
@@ -299,9 +299,9 @@ class SparkEngine:
         self.load_store_tables(store, set(used))
         return _spark_rows(self.session(), text, params)
 
-    def workspace(self, analytics: Any, *, fresh: bool = True) -> SparkWorkspace:
+    def workspace(self, analytics: Any, *, fresh: bool = True, tables: Iterable[str] | None = None) -> SparkWorkspace:
         """A workspace over the analytics lake (``events``: the live generation's Parquet files) and the
-        store's other analytics tables, read when a statement first names them."""
+        store's other analytics tables, read when a statement first names them (``tables`` is not needed)."""
         return SparkWorkspace(self, analytics, fresh=fresh)
 
     def purge_parquet(self, path: Path, subjects: list[str], out: Path) -> tuple[int, int, int, int]:
@@ -426,16 +426,17 @@ class DuckDBEngine:
         self.settings = settings
 
     def query(self, store: Any, sql: str, params: Params = None) -> list[tuple[Any, ...]]:
-        from candor.analytics import Analytics
+        from candor.analytics import Analytics, tables_named
 
-        con = Analytics(store).connect()
+        con = Analytics(store).connect(tables=tables_named(sql))
         try:
             return con.execute(sql, params or []).fetchall()
         finally:
             con.close()
 
-    def workspace(self, analytics: Any, *, fresh: bool = True) -> DuckDBWorkspace:
-        return DuckDBWorkspace(analytics, fresh=fresh)
+    def workspace(self, analytics: Any, *, fresh: bool = True, tables: Iterable[str] | None = None) -> DuckDBWorkspace:
+        """``tables``: the store tables the statements read (default all; on SQLite only those are loaded)."""
+        return DuckDBWorkspace(analytics, fresh=fresh, tables=tables)
 
     def splink_api(self) -> Any:
         raise EngineError("DuckDB matching opens its own in-memory connection (identity/matching.py)")
@@ -446,6 +447,8 @@ class DuckDBEngine:
 
 # -- workspaces: where segments, insights and recommendation rebuilds run their SQL -----------------
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+# the store tables the consent decision reads (consent/audience.py)
+READS_FOR_CONSENT = ("subjects", "consent_records", "notices", "identifiers", "suppressions")
 
 
 class Result(Protocol):
@@ -483,9 +486,9 @@ class DuckDBWorkspace:
 
     engine = "duckdb"
 
-    def __init__(self, analytics: Any, *, fresh: bool = True) -> None:
+    def __init__(self, analytics: Any, *, fresh: bool = True, tables: Iterable[str] | None = None) -> None:
         self.analytics = analytics
-        self.con = analytics.connect(fresh=fresh)
+        self.con = analytics.connect(fresh=fresh, tables=tables)
 
     def execute(self, sql: str, params: Params = None) -> Any:
         return self.con.execute(sql, params or [])
@@ -593,7 +596,9 @@ class SparkWorkspace:
     def store_duckdb(self) -> Iterator[Any]:
         """DuckDB over the store (not the lake), for the parts that stay on DuckDB: the consent
         decision (consent/audience.py) reads the ledger, which is small, with DuckDB-only SQL."""
-        con = self.analytics.connect(fresh=False)
+        from candor.consent.audience import PROFILE_TABLES
+
+        con = self.analytics.connect(fresh=False, tables=READS_FOR_CONSENT + PROFILE_TABLES)
         try:
             yield con
         finally:

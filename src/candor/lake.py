@@ -758,6 +758,66 @@ class Lake:
             con.close()
         return removed
 
+    # -- rows changed in the store (field retention) ---------------------------------------------
+    def recopy(self, ids: Iterable[int]) -> int:
+        """Copy the rows ``ids`` again from the store into every file that holds them, in every
+        generation (the retention job removed a field from them); returns the rows rewritten."""
+        wanted = sorted({int(i) for i in ids})
+        if not wanted or not self.events_dir.exists():
+            return 0
+        import bisect
+
+        rewritten = 0
+        with self.locked():
+            con = self._connect()
+            try:
+                self._erased_table(con)
+                for g in self._generations():
+                    m = self._load(g)
+                    if m is None:
+                        continue
+                    d = self._gen_dir(g)
+                    for part in list(m.parts):
+                        lo = bisect.bisect_left(wanted, part.min_id)
+                        hi = bisect.bisect_right(wanted, part.max_id)
+                        if lo == hi:
+                            continue
+                        mine = wanted[lo:hi]
+                        first = True
+                        for i in range(0, len(mine), 2000):
+                            where = "id IN (" + ", ".join(str(int(x)) for x in mine[i : i + 2000]) + ")"
+                            verb = "CREATE OR REPLACE TEMP TABLE lake_fresh AS" if first else "INSERT INTO lake_fresh"
+                            con.execute(f"{verb} {self._select(con, where)}")
+                            first = False
+                        con.execute(
+                            "CREATE OR REPLACE TEMP VIEW lake_part AS SELECT * FROM "
+                            f"read_parquet({_sql_text(str(d / part.name))})"
+                        )
+                        hit = con.execute(
+                            "SELECT count(*) FROM lake_fresh WHERE id IN (SELECT id FROM lake_part)"
+                        ).fetchone()
+                        if not hit or not hit[0]:
+                            continue
+                        rewritten += int(hit[0])
+                        self._rewrite(
+                            con,
+                            m,
+                            part,
+                            "SELECT * FROM lake_part WHERE id NOT IN (SELECT id FROM lake_fresh) UNION ALL "
+                            "SELECT * FROM lake_fresh WHERE id IN (SELECT id FROM lake_part) ORDER BY id",
+                        )
+                        self._save(m)  # the new file is named before the old one goes
+                        (d / part.name).unlink(missing_ok=True)
+                    # files a compaction retired may still hold the old values: they go now
+                    if m.retired:
+                        for name, _ in m.retired:
+                            (d / str(name)).unlink(missing_ok=True)
+                        m.retired = []
+                        self._save(m)
+            finally:
+                con.close()
+        return rewritten
+
     def _purge_part_with(self, engine: Any, m: Manifest, part: Part, people: list[str]) -> int:
         """``_rewrite`` on another engine (Spark): the rows of ``part`` not of ``people`` go to a new file,
         named in the manifest before the old file is deleted. Returns the rows removed."""

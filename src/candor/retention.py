@@ -11,7 +11,9 @@ itself) are kept while the person is, and go with an erasure. Periods are ``N`` 
 (days), ``w`` (weeks), ``mo`` (months of 30 days) or ``y`` (years of 365 days), or ``keep``.
 
 Rules come from *sources*: ``CANDOR_RETENTION`` today, and any other source registered with
-``register_source`` (the data dictionary's per-field retention, when it lands). When two sources give
+``register_source``: the data dictionary's per-field retention is one (target ``data_dictionary``:
+each field declared with a retention is removed from the events older than it, clear and sealed
+parts, and from the analytics store). When two sources give
 the same target a period, the shorter one applies: a retention period is a maximum.
 
 The *job* (``run``) applies every rule with the handler registered for its target (``register``):
@@ -364,12 +366,207 @@ def ip_address(ctx: Context, rule: Rule, _all: list[Rule]) -> dict[str, Any]:
     return {"stripped": run["stripped"], "deleted": deleted, "read": run["read"], "before_ms": run["cutoff"]}
 
 
+# -- fields declared in the data dictionary with a retention ------------------------------------------
+FIELDS_TARGET = "data_dictionary"
+# the full IP address has its own category and handler (ip_address above: the clear network is kept)
+_OWN_HANDLER = frozenset({("context", "ip"), ("properties", "ip")})
+
+
+def _field_plan(conn: Any) -> dict[int, dict[int, list[tuple[str, str]]]]:
+    """days -> source id -> the (scope, path) fields of that source kept that many days. A source's own
+    declaration of a field wins over the built-in one (as at collection)."""
+    from candor.dictionary import retention_rules
+    from candor.store.schema import sources
+
+    builtin: dict[tuple[str, str], int | None] = {}
+    own: dict[int, dict[tuple[str, str], int | None]] = {}
+    for r in retention_rules(conn):
+        if (r.scope, r.path) in _OWN_HANDLER:
+            continue
+        if r.source_id is None:
+            builtin[(r.scope, r.path)] = r.days
+        else:
+            own.setdefault(int(r.source_id), {})[(r.scope, r.path)] = r.days
+    plan: dict[int, dict[int, list[tuple[str, str]]]] = {}
+    for (sid,) in conn.execute(select(sources.c.id)):
+        for field, days in {**builtin, **own.get(int(sid), {})}.items():
+            if days is not None:
+                plan.setdefault(int(days), {}).setdefault(int(sid), []).append(field)
+    for per_source in plan.values():
+        for fields in per_source.values():
+            fields.sort()
+    return plan
+
+
+def _from_dictionary(rt: Any) -> list[Rule]:
+    with rt.store.engine.connect() as conn:
+        plan = _field_plan(conn)
+    return [Rule(FIELDS_TARGET, min(plan), "data dictionary")] if plan else []
+
+
+def _pop_path(node: Any, parts: list[str]) -> bool:
+    """Remove the value at the dotted ``parts`` of a JSON object (empty objects left behind go too)."""
+    if not isinstance(node, dict) or parts[0] not in node:
+        return False
+    if len(parts) == 1:
+        node.pop(parts[0])
+        return True
+    child = node[parts[0]]
+    changed = _pop_path(child, parts[1:])
+    if changed and isinstance(child, dict) and not child:
+        node.pop(parts[0])
+    return changed
+
+
+def _strip_sealed_properties(sealed: dict[str, Any], path: str) -> bool:
+    """Sealed properties are kept by dotted path (events.split_personal): drop ``path`` and below, and
+    ``path`` inside a value kept at a shorter path."""
+    changed = False
+    for key in list(sealed):
+        if key == path or key.startswith(path + "."):
+            sealed.pop(key)
+            changed = True
+        elif path.startswith(key + "."):
+            changed = _pop_path(sealed[key], path[len(key) + 1 :].split(".")) or changed
+    return changed
+
+
+def _strip_fields(
+    clear_props: Any, clear_ctx: Any, doc: Any, fields: list[tuple[str, str]]
+) -> tuple[bool, bool, list[str]]:
+    """Remove ``fields`` from an event's clear properties and context and its sealed document; returns
+    (clear changed, sealed changed, the fields found)."""
+    clear = sealed = False
+    found = []
+    for scope, path in fields:
+        parts = path.split(".")
+        hit_clear = hit_sealed = False
+        if scope == "properties":
+            hit_clear = _pop_path(clear_props, parts)
+            props = doc.get("properties") if isinstance(doc, dict) else None
+            if isinstance(props, dict):
+                hit_sealed = _strip_sealed_properties(props, path)
+                if not props:
+                    doc.pop("properties")
+        elif scope == "context":
+            hit_clear = _pop_path(clear_ctx, parts)
+            hit_sealed = isinstance(doc, dict) and _pop_path(doc.get("context"), parts)
+        elif scope == "traits":
+            hit_sealed = isinstance(doc, dict) and _pop_path(doc.get("traits"), parts)
+        clear, sealed = clear or hit_clear, sealed or hit_sealed
+        if hit_clear or hit_sealed:
+            found.append(f"{scope}.{path}")
+    return clear, sealed, found
+
+
+def data_dictionary(ctx: Context, _rule: Rule, _all: list[Rule]) -> dict[str, Any]:
+    """Remove each declared field from the events older than its retention: from the clear properties
+    and context, from the sealed part (re-sealed without it) and from the analytics store.
+
+    Per period, like ip_address: the events whose time passed the cut-off since the last completed run,
+    and those that arrived since then with an older time, each walked by id with its place saved. When
+    the fields of a period change (a new declaration), its events are walked again from the start."""
+    import hashlib
+
+    from candor.store.schema import events as ev
+
+    store, vault = ctx.rt.store, ctx.rt.vault
+    with store.engine.connect() as conn:
+        plan = _field_plan(conn)
+        top = int(conn.execute(select(func.max(ev.c.id))).scalar() or 0)
+    total_events = 0
+    per_field: dict[str, int] = {}
+    changed_ids: list[int] = []
+    cutoffs: dict[str, int] = {}
+    for days in sorted(plan):
+        per_source = plan[days]
+        fingerprint = hashlib.sha256(orjson.dumps(sorted((k, v) for k, v in per_source.items()))).hexdigest()[:16]
+        name = f"fields:{days}"
+        cutoff = ctx.now - days * DAY_MS
+        cutoffs[str(days)] = cutoff
+        with store.engine.connect() as conn:
+            state = _load(conn, name)
+        run = state.get("run")
+        if not run or run.get("fingerprint") != fingerprint:
+            last = state.get("done") or {}
+            fresh = last.get("fingerprint") == fingerprint
+            run = {
+                "fingerprint": fingerprint,
+                "cutoff": cutoff,
+                "lo": int(last.get("cutoff", 0)) if fresh else 0,
+                "late_from": max(0, int(last.get("max_id", 0)) - LATE_OVERLAP) if fresh else 0,
+                "max_id": top,
+                "phase": "window",
+                "cursor": 0,
+                "events": 0,
+            }
+        source_ids = sorted(per_source)
+        for phase in ("window", "late"):
+            if run["phase"] == "late" and phase == "window":
+                continue
+            run["phase"] = phase
+            if phase == "window":
+                in_window = and_(ev.c.ts_ms >= run["lo"], ev.c.ts_ms < run["cutoff"])
+            else:
+                in_window = and_(ev.c.id > run["late_from"], ev.c.ts_ms < run["lo"])
+            while True:
+                with store.write() as conn:
+                    rows = conn.execute(
+                        select(ev.c.id, ev.c.source_id, ev.c.subject_id, ev.c.properties, ev.c.context, ev.c.sealed)
+                        .where(in_window, ev.c.source_id.in_(source_ids), ev.c.id > run["cursor"],
+                               ev.c.id <= run["max_id"])
+                        .order_by(ev.c.id)
+                        .limit(CHUNK)
+                    ).all()  # fmt: skip
+                    keys = vault.keys_for(sorted({r[2] for r in rows}), conn)
+                    for eid, src, sid, props_json, ctx_json, sealed_blob in rows:
+                        fields = per_source.get(int(src), [])
+                        props, cctx = orjson.loads(props_json), orjson.loads(ctx_json)
+                        aead = keys.get(sid)
+                        doc = orjson.loads(vault.open_with(aead, sealed_blob, sid.encode())) if aead else None
+                        clear, sealed, found = _strip_fields(props, cctx, doc, fields)
+                        values: dict[str, Any] = {}
+                        if clear:
+                            values["properties"] = orjson.dumps(props).decode()
+                            values["context"] = orjson.dumps(cctx).decode()
+                        if sealed and aead is not None:
+                            values["sealed"] = vault.seal_with(aead, orjson.dumps(doc), sid.encode())
+                        if values:
+                            conn.execute(update(ev).where(ev.c.id == eid).values(**values))
+                            run["events"] += 1
+                            changed_ids.append(int(eid))
+                            for f in found:
+                                per_field[f] = per_field.get(f, 0) + 1
+                    if rows:
+                        run["cursor"] = rows[-1][0]
+                    _save(store, conn, name, {**state, "run": run})
+                ctx.progress("declared fields", run["events"], run["events"] + (CHUNK if len(rows) == CHUNK else 0))
+                if len(rows) < CHUNK:
+                    break
+            run["cursor"] = 0
+            ctx.renew()
+        with store.write() as conn:
+            _save(store, conn, name, {"done": {"cutoff": run["cutoff"], "max_id": run["max_id"],
+                                               "fingerprint": fingerprint, "ms": ctx.now}})  # fmt: skip
+        total_events += run["events"]
+    lake_rows = 0
+    lake = getattr(ctx.rt.analytics, "lake", None)
+    if changed_ids and lake is not None:
+        lake_rows = lake.recopy(changed_ids)
+    if total_events:
+        store.checkpoint()
+    # an event holding fields of two periods is changed once per period, counted once
+    return {"stripped": len(set(changed_ids)), "fields": per_field, "analytics_rows": lake_rows, "before_ms": cutoffs}
+
+
 Handler = Callable[[Context, Rule, list[Rule]], dict[str, Any]]
 HANDLERS: dict[str, Handler] = {
     "rejected_records": rejected_records,
     "raw_events": raw_events,
     "ip_address": ip_address,
+    FIELDS_TARGET: data_dictionary,
 }
+SOURCES.append(_from_dictionary)  # the data dictionary's per-field retention (dictionary.py)
 
 
 def register(target: str, handler: Handler) -> None:

@@ -36,7 +36,7 @@ import orjson
 from sqlalchemy import and_, desc, select, update
 
 from candor import audit
-from candor.consent.audience import build_sql, profile_level
+from candor.consent.audience import PROFILE_TABLES, build_sql, profile_level
 from candor.events import DEFAULT_PERSONAL_PROPERTIES
 from candor.profiles import TRAIT_SCAN, survive
 from candor.store import now_ms
@@ -72,7 +72,7 @@ RFM_NAMES = ("champions", "loyal", "potential", "new", "at_risk", "hibernating",
 MAX_HORIZON_MONTHS = 120
 COHORT = re.compile(r"(19|20)\d\d-(0[1-9]|1[0-2])")
 TRAIT_OPS = ("equals", "in", "contains", "exists", "gte", "gt", "lte", "lt")
-LOYALTY_TRAIT = "loyaltyTier"  # fed by the loyalty programme (loyalty.py, to come)
+LOYALTY_TRAIT = "loyaltyTier"  # fed by the loyalty programme (loyalty.py, ``Loyalty.tiers_of``)
 # Traits that identify a person on their own: a definition may only test that they exist (or, for
 # email, the domain), because a definition is stored in clear and must never hold someone's identifier.
 DIRECT_IDENTIFIERS = frozenset(
@@ -1086,6 +1086,13 @@ class Segments:
                 out[pid] = None
                 continue
             out[pid] = {k: survive(c, rule, trusted)[0] for k, c in candidates.items()}
+        if LOYALTY_TRAIT in keys and getattr(self.rt, "loyalty", None) is not None:
+            # the programme's tier of an active member wins over a tier a source sent
+            tiers = self.rt.loyalty.tiers_of(conn, subjects)
+            for pid, subs in profiles:
+                tier = next((tiers[s] for s in subs if s in tiers), None)
+                if tier is not None:
+                    out[pid] = {**(out.get(pid) or {}), LOYALTY_TRAIT: tier}
         return out
 
     def evaluate(self, target: Any, *, now: int | None = None) -> ProfileIds:
@@ -1120,7 +1127,7 @@ class Segments:
 
         params = {"now": now_ms() if now is None else now, "default_j": self.rt.consent.default_jurisdiction}
         # the audience query reads no events: the analytics store need not be brought up to date
-        row = self.rt.analytics.fetch(sql, params, setup=setup, fresh=False)[0]
+        row = self.rt.analytics.fetch(sql, params, setup=setup, fresh=False, tables=PROFILE_TABLES)[0]
         assert row is not None
         return {p.name: {k: int(row[4 * i + n] or 0) for n, k in enumerate(keys)} for i, p in enumerate(ps)}
 

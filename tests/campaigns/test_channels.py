@@ -14,7 +14,7 @@ from sqlalchemy import select
 from candor.config import Settings
 from candor.store.schema import audit_log, consent_records
 from tests.campaigns.receiver import Receiver
-from tests.helpers import Api, api, basic, bearer
+from tests.helpers import Api, api, bearer, provider_settings, signed
 
 pytestmark = pytest.mark.anyio
 EVERYONE = {"name": "everyone", "conditions": [{"last_seen": {"within_days": 30}}]}
@@ -194,7 +194,7 @@ async def test_sms_needs_written_consent_keeps_quiet_hours_and_stop_opts_out(
 ) -> None:
     with Receiver() as provider:
         settings = fast(make_settings, quiet_hours="21:00-08:00", default_phone_region="GB")
-        async with api(settings) as a:
+        async with api(provider_settings(settings)) as a:
             owner = bearer(a.owner)
             provider.secret = await destination(a, "texts", "sms", provider.url)
             a.rt.consent.add_notice("sms-terms", 1, "en", "We may text you offers. Reply STOP to stop.")
@@ -219,14 +219,11 @@ async def test_sms_needs_written_consent_keeps_quiet_hours_and_stop_opts_out(
             assert text["text"].startswith("Hi Ann") and "Reply STOP" in text["text"]
             assert provider.accepted[0].signed
             # the provider posts what people text back, with its source's write key
-            r = await a.client.post(
-                "/v1/sms/inbound", json={"from": "+447911123456", "text": "help"}, headers=basic(a.write_key)
-            )
+            r = await a.client.post("/v1/sms/inbound", **signed({"from": "+447911123456", "text": "help"}, a.write_key))
             assert r.status_code == 200 and "STOP" in r.json()["reply"] and r.json()["action"] == "help"
             r = await a.client.post(
                 "/v1/sms/inbound",
-                content=b"From=%2B447911123456&Body=Stop+",
-                headers={**basic(a.write_key), "Content-Type": "application/x-www-form-urlencoded"},
+                **signed(b"From=%2B447911123456&Body=Stop+", a.write_key, "application/x-www-form-urlencoded"),
             )
             assert r.status_code == 200 and r.json()["action"] == "opt_out", r.text
             sid = a.rt.consent.subject_for("user_id", "ann") or ""
@@ -241,16 +238,14 @@ async def test_sms_needs_written_consent_keeps_quiet_hours_and_stop_opts_out(
             assert sources[-1] == "sms_stop"
             assert a.rt.suppressions.check("sms", "phone", "+447911123456")
             # a number we do not know is suppressed too; other words change nothing
-            r = await a.client.post(
-                "/v1/sms/inbound", json={"from": "+447911123999", "text": "QUIT"}, headers=basic(a.write_key)
-            )
+            r = await a.client.post("/v1/sms/inbound", **signed({"from": "+447911123999", "text": "QUIT"}, a.write_key))
             assert r.json()["action"] == "opt_out" and a.rt.suppressions.check("sms", "phone", "+447911123999")
             r = await a.client.post(
-                "/v1/sms/inbound", json={"from": "+447911123457", "text": "stop please"}, headers=basic(a.write_key)
+                "/v1/sms/inbound", **signed({"from": "+447911123457", "text": "stop please"}, a.write_key)
             )
             assert r.json() == {"action": "none", "reply": None}
             for bad in ({"text": "STOP"}, {"from": "not a number", "text": "STOP"}, ["STOP"]):
-                r = await a.client.post("/v1/sms/inbound", json=bad, headers=basic(a.write_key))
+                r = await a.client.post("/v1/sms/inbound", **signed(bad, a.write_key))
                 assert r.status_code == 400, (bad, r.text)
             assert (await a.client.post("/v1/sms/inbound", json={}, headers=owner)).status_code == 401
             # the next campaign skips Ann: STOP withdrew her consent
@@ -260,14 +255,23 @@ async def test_sms_needs_written_consent_keeps_quiet_hours_and_stop_opts_out(
             assert len(provider.accepted) == 1
 
 
+async def test_by_default_no_source_may_post_provider_callbacks(make_settings: Callable[..., Settings]) -> None:
+    async with api(fast(make_settings)) as a:
+        r = await a.client.post("/v1/sms/inbound", **signed({"from": "+12025550143", "text": "STOP"}, a.write_key))
+        assert r.status_code == 403 and "CANDOR_FEEDBACK_SOURCES" in r.json()["error"]["message"]
+        complaint = {"type": "complaint", "email": "a@example.org"}
+        r = await a.client.post("/v1/email/feedback", **signed(complaint, a.write_key))
+        assert r.status_code == 403 and "CANDOR_FEEDBACK_SOURCES" in r.json()["error"]["message"]
+        assert not a.rt.suppressions.check("sms", "phone", "+12025550143")
+        assert not a.rt.suppressions.check("email", "email", "a@example.org")
+
+
 async def test_only_named_sources_may_post_provider_callbacks(make_settings: Callable[..., Settings]) -> None:
-    async with api(fast(make_settings, feedback_sources="sms-provider")) as a:
-        r = await a.client.post(
-            "/v1/sms/inbound", json={"from": "+12025550143", "text": "STOP"}, headers=basic(a.write_key)
-        )
+    async with api(provider_settings(fast(make_settings), feedback_sources="sms-provider")) as a:
+        r = await a.client.post("/v1/sms/inbound", **signed({"from": "+12025550143", "text": "STOP"}, a.write_key))
         assert r.status_code == 403 and "CANDOR_FEEDBACK_SOURCES" in r.json()["error"]["message"]
         key = a.rt.directory.create_source("sms-provider")
-        r = await a.client.post("/v1/sms/inbound", json={"from": "+1 202 555 0143", "text": "STOP"}, headers=basic(key))
+        r = await a.client.post("/v1/sms/inbound", **signed({"from": "+1 202 555 0143", "text": "STOP"}, key))
         assert r.status_code == 200
 
 

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from candor.config import Settings
-from tests.helpers import Api, api, basic, bearer
+from tests.helpers import Api, api, bearer, provider_settings, signed
 from tests.rights.smtp import Inbox, smtp_server
 
 pytestmark = pytest.mark.anyio
@@ -112,7 +112,9 @@ async def test_tracking_needs_analytics_consent_and_conversions_go_to_the_last_t
 async def test_bounces_and_complaints_feed_the_do_not_contact_list(
     make_settings: Callable[..., Settings], inbox: Inbox
 ) -> None:
-    async with api(make_settings(default_jurisdiction="US", smtp_url=inbox.url, quiet_hours="")) as a:
+    async with api(
+        provider_settings(make_settings(default_jurisdiction="US", smtp_url=inbox.url, quiet_hours=""))
+    ) as a:
         owner = bearer(a.owner)
         for uid in ("hard", "soft", "angry", "fine"):
             await person(a, uid, ["marketing.email"])
@@ -130,22 +132,22 @@ async def test_bounces_and_complaints_feed_the_do_not_contact_list(
                 }
             ).decode(),
         }
-        key = basic(a.write_key)
-        r = await a.client.post("/v1/email/feedback", json=ses_complaint, headers=key)
+        key = a.write_key
+        r = await a.client.post("/v1/email/feedback", **signed(ses_complaint, key))
         assert r.status_code == 200 and r.json()["complaints"] == 1 and r.json()["suppressed"] == 1, r.text
         sendgrid = [
             {"event": "bounce", "email": "hard@example.org", "type": "bounce"},
             {"event": "delivered", "email": "fine@example.org"},
         ]
-        assert (await a.client.post("/v1/email/feedback", json=sendgrid, headers=key)).json()["bounces"] == 1
+        assert (await a.client.post("/v1/email/feedback", **signed(sendgrid, key))).json()["bounces"] == 1
         generic = {"type": "bounce", "email": "soft@example.org", "permanent": False}
-        assert (await a.client.post("/v1/email/feedback", json=generic, headers=key)).json()["suppressed"] == 0
+        assert (await a.client.post("/v1/email/feedback", **signed(generic, key))).json()["suppressed"] == 0
         confirm = {"Type": "SubscriptionConfirmation", "SubscribeURL": "https://sns.example/confirm"}
-        assert "subscription" in (await a.client.post("/v1/email/feedback", json=confirm, headers=key)).json()
+        assert "subscription" in (await a.client.post("/v1/email/feedback", **signed(confirm, key))).json()
         for bad in ({"type": "bounce"}, {"type": "unsubscribe", "email": "x@example.org"}, [1]):
-            r = await a.client.post("/v1/email/feedback", json=bad, headers=key)
+            r = await a.client.post("/v1/email/feedback", **signed(bad, key))
             assert r.status_code == 400, (bad, r.text)
-        r = await a.client.post("/v1/email/feedback", content=b"not json", headers=key)
+        r = await a.client.post("/v1/email/feedback", **signed(b"not json", key))
         assert r.status_code == 400
         assert (await a.client.post("/v1/email/feedback", json=generic, headers=owner)).status_code == 401
         assert a.rt.suppressions.check("email", "email", "hard@example.org")

@@ -159,18 +159,17 @@ def export_audience(
 
 # -- what providers post back: bounces, complaints, inbound SMS ---------------------------------------
 def _provider(request: Request) -> str:
-    """The source whose write key (HTTP Basic user name) the provider posts with; CANDOR_FEEDBACK_SOURCES
-    may limit which sources those are."""
+    """The source whose write key (HTTP Basic user name) the provider posts with; only the sources
+    named in CANDOR_FEEDBACK_SOURCES may (none by default). Signatures: campaigns/callbacks.py."""
     from candor.auth import AuthError, basic_username
+    from candor.campaigns import callbacks
 
     rt = request.app.state.candor
     key = basic_username(request.headers.get("authorization"))
     source = rt.directory.source_for_key(key) if key else None
     if source is None:
         raise AuthError(401, "invalid_write_key", "send a source write key as the HTTP Basic user name")
-    allowed = [s.strip() for s in rt.settings.feedback_sources.split(",") if s.strip()]
-    if allowed and source.name not in allowed:
-        raise AuthError(403, "forbidden", "this source may not report feedback; add it to CANDOR_FEEDBACK_SOURCES")
+    callbacks.check_source(rt.settings, str(source.name))
     return str(source.name)
 
 
@@ -186,20 +185,28 @@ PROVIDER_RESPONSES: dict[int | str, dict[str, Any]] = {
 async def email_feedback(request: Request) -> Any:
     """Bounces and complaints from the mail provider (SES through SNS, SendGrid-style event lists, or
     generic JSON; docs/campaigns.md): permanent bounces and complaints go on the do-not-contact list."""
-    from candor.campaigns import feedback
+    from candor.campaigns import callbacks, feedback
 
     source = _provider(request)
-    return feedback.apply(request.app.state.candor, await request.body(), source)
+    body = await request.body()
+    rt = request.app.state.candor
+    callbacks.verify_email_feedback(rt.settings, request.headers, body)
+    return feedback.apply(rt, body, source)
 
 
 @router.post("/v1/sms/inbound", dependencies=[Depends(SourceAuth())], responses=PROVIDER_RESPONSES)
 async def sms_inbound(request: Request) -> Any:
     """A text someone sent us, as the SMS provider posts it (JSON ``{from, text}``, or Twilio's or Vonage's
     form fields): STOP and its synonyms opt out at once; HELP is answered (``reply``)."""
-    from candor.campaigns import sms
+    from candor.campaigns import callbacks, sms
 
     source = _provider(request)
-    return sms.inbound(request.app.state.candor, await request.body(), request.headers.get("content-type", ""), source)
+    body = await request.body()
+    rt = request.app.state.candor
+    ctype = request.headers.get("content-type", "")
+    path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    callbacks.verify_sms_inbound(rt.settings, request.headers, body, ctype, path)
+    return sms.inbound(rt, body, ctype, source)
 
 
 # -- opens and clicks (analytics consent only) -------------------------------------------------------

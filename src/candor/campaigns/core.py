@@ -300,7 +300,12 @@ class Campaigns:
         base = self.rt.settings.public_url.rstrip("/")
         token = self.unsubscribe_token(profile, cid, channel.suppression_channel(self.rt, d), d.purpose)
         personal = bool(info["personal"])
-        body = templates.render_body(d.template if personal else d.generic_template, info["traits"], personal)
+        body = templates.render_body(
+            d.template if personal else d.generic_template,
+            info["traits"],
+            personal,
+            recommendations=self.rt.recommend.template_helper(profile if personal else None),
+        )
         return channel.compose(
             self.rt,
             Compose(

@@ -35,8 +35,18 @@ def compiled(env: SandboxedEnvironment, text: str) -> Any:
     return tpl
 
 
+def sample_recommendations(n: int = 3) -> list[dict[str, Any]]:
+    """``recommendations(n)`` while a template is checked: a fixed list, nobody's data."""
+    sample = {"product_id": "B-1001", "name": "The Lighthouse Ledger", "category": "Fiction",
+              "why": "popular with our customers"}  # fmt: skip
+    return [dict(sample) for _ in range(max(0, min(int(n), 10)))]
+
+
 def context(traits: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    """What a template may use: ``traits`` (empty unless personalised), ``first_name``, and ``extra``."""
+    """What a template may use: ``traits`` (empty unless personalised), ``first_name``,
+    ``recommendations(n)`` (recommend/service.py: personal only with consent, bestsellers otherwise), and
+    ``extra``."""
+    extra.setdefault("recommendations", sample_recommendations)
     return {"traits": traits, "first_name": traits.get("firstName", ""), **extra}
 
 

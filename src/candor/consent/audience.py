@@ -86,6 +86,10 @@ def allowed_sql(purpose: Purpose) -> str:
     return build_sql([purpose], allowed=True)[0]
 
 
+# what ``profile_level`` reads besides the tables the audience query names
+PROFILE_TABLES = ("profile_subjects",)
+
+
 def profile_level(con: Any, members: str | None = None) -> None:
     """Make the audience query run at profile level on ``con``: views ``subjects``, ``consent_records``
     and ``identifiers`` in a schema ``aud`` (first on the search path) where ``subject_id`` is the

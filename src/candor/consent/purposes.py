@@ -78,6 +78,14 @@ DEFAULT_PURPOSES: dict[str, Purpose] = {
             LI,
             CONSENT,
         ),
+        _p(
+            "loyalty",
+            "Running your loyalty membership: points for purchases and for what you choose to tell us, "
+            "tiers and member prices.",
+            CONSENT,
+            CONSENT,
+            CONSENT,
+        ),
         _p("marketing.email", "Sending you marketing emails.", CONSENT, LI, LI, "email"),
         _p("marketing.sms", "Sending you marketing text messages.", CONSENT, CONSENT, CONSENT, "sms"),
         _p("marketing.phone", "Calling you with offers.", CONSENT, CONSENT, CONSENT, "phone"),

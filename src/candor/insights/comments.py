@@ -66,7 +66,7 @@ class Comments:
             f"JOIN main.events x ON x.id = e.id AND x.subject_id = p.subject_id "
             f"WHERE e.type = 'track' AND e.event = $event AND e.ts_ms >= $since AND e.ts_ms < $until AND {key} = $g"
         )
-        con = DuckDBEngine(self.rt.settings).workspace(self.rt.analytics)
+        con = DuckDBEngine(self.rt.settings).workspace(self.rt.analytics, tables=views.READS)
         try:
             views.install(
                 con,

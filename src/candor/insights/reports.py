@@ -147,7 +147,7 @@ class Insights:
         from candor.engines import DuckDBEngine
 
         engine = self.engine if self.engine is not None else DuckDBEngine(self.rt.settings)
-        return engine.workspace(self.rt.analytics)
+        return engine.workspace(self.rt.analytics, tables=views.READS)
 
     # request checks
     def request(self, insight: str, params: Any) -> Request:

@@ -105,6 +105,21 @@ def parse_source_channels(spec: str) -> dict[str, str]:
     return out
 
 
+# the store tables the views read (the only ones Analytics.connect need load)
+READS = (
+    "events",
+    "subjects",
+    "profile_subjects",
+    "consent_records",
+    "notices",
+    "identifiers",
+    "suppressions",
+    "sends",
+    "campaigns",
+    "engagements",
+)
+
+
 def install(
     con: Any,
     *,

@@ -218,6 +218,22 @@ def _segments(rt: Any, conn: Any, people: list[str], _rid: str) -> list[dict[str
     ]
 
 
+def _recommendations(rt: Any, conn: Any, people: list[str], _rid: str) -> list[dict[str, Any]]:
+    rec = getattr(rt, "recommend", None)
+    if rec is None or not people:
+        return []
+    answer = rec.for_subject(people[0], 10)
+    return [
+        {
+            "product_id": i["product_id"],
+            "name": i["name"],
+            "why": i["reason"]["text"],
+            "personalized": answer.personalized,
+        }
+        for i in answer.items
+    ]
+
+
 def _messages(rt: Any, conn: Any, people: list[str], _rid: str) -> list[dict[str, Any]]:
     from candor.store.schema import campaigns, sends
 
@@ -366,6 +382,18 @@ SECTIONS: list[Section] = [
         _messages,
     ),
     Section(
+        "recommendations",
+        "What we recommend to you, and why",
+        "The items we would suggest to you now, each with the reason (something you bought or viewed, or an "
+        "interest you told us); only when you allowed personalisation, otherwise everyone's bestsellers.",
+        "derived preferences",
+        "personalization, only where you agreed",
+        "computed from your purchases, views and stated interests",
+        "no one",
+        "computed when asked; the model itself holds nothing about you",
+        _recommendations,
+    ),
+    Section(
         "requests",
         "Your privacy requests",
         "Earlier requests you made (access, erasure, ...), and their outcome.",
@@ -411,6 +439,80 @@ SECTIONS: list[Section] = [
         _reads,
     ),
 ]
+
+
+# -- the loyalty programme (loyalty.py) ------------------------------------------------------------
+def _loyalty(rt: Any, conn: Any, people: list[str], _rid: str) -> list[dict[str, Any]]:
+    from candor.store.schema import loyalty_members
+
+    rows: list[dict[str, Any]] = [
+        {
+            "record": "membership",
+            "state": r["state"],
+            "at": iso_ms(r["joined_ms"]),
+            "left": iso_ms(r["left_ms"]) if r["left_ms"] else None,
+            "notice_version": r["notice_version"],
+            "balance_after": int(r["balance"]),
+        }
+        for r in conn.execute(select(loyalty_members).where(loyalty_members.c.subject_id.in_(people))).mappings()
+    ]
+    return rows + [{"record": "points", **e} for e in rt.loyalty.ledger(conn, people)]
+
+
+def _benefits(rt: Any, conn: Any, people: list[str], _rid: str) -> list[dict[str, Any]]:
+    return list(rt.loyalty.benefits(conn, people))
+
+
+def _value(rt: Any, conn: Any, people: list[str], _rid: str) -> list[dict[str, Any]]:
+    from candor.store.schema import loyalty_members
+
+    if (
+        conn.execute(select(loyalty_members.c.subject_id).where(loyalty_members.c.subject_id.in_(people))).first()
+        is None
+    ):
+        return []
+    st = rt.loyalty.statement(people[0])
+    return [{"shared": st["shared"], "received": st["received"]}]
+
+
+SECTIONS.extend(
+    [
+        Section(
+            "loyalty",
+            "Your loyalty membership and points",
+            "When you joined or left, the notice of financial incentive you agreed to, and every points "
+            "movement: earned for purchases and offers, redeemed, expired.",
+            "membership, points, order values",
+            "the loyalty programme you joined (loyalty)",
+            "your purchases and the offers you accepted",
+            "no one outside the brand",
+            "as long as your profile exists",
+            _loyalty,
+        ),
+        Section(
+            "loyalty_benefits",
+            "What you got besides points",
+            "Member discounts and personalised offers you used.",
+            "benefits",
+            "showing you the value you get for what you share",
+            "our checkout and personalisation",
+            "no one",
+            "as long as your profile exists",
+            _benefits,
+        ),
+        Section(
+            "value_statement",
+            "Your value statement",
+            "In short: what you shared with us (purposes and kinds of data) and what you got for it.",
+            "a summary of the sections above",
+            "transparency about the value exchange",
+            "computed from the data above",
+            "no one",
+            "computed when you ask",
+            _value,
+        ),
+    ]
+)
 
 
 def _csv(rows: list[dict[str, Any]]) -> str:

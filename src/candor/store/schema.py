@@ -11,6 +11,7 @@ from __future__ import annotations
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     Column,
     Float,
     Index,
@@ -623,6 +624,126 @@ event_ips = Table(
     Column("sealed", LargeBinary, nullable=False),
 )
 
+# -- the loyalty programme (loyalty.py) ---------------------------------------------------------------
+# Members: one row per subject that ever joined. ``balance`` is the sum of the member's ledger rows,
+# kept here so a redemption can check and lower it in one locked row (never below zero).
+loyalty_members = Table(
+    "loyalty_members",
+    metadata,
+    Column("subject_id", String(32), primary_key=True),
+    Column("state", String(10), nullable=False),  # active | left
+    Column("joined_ms", BigInteger, nullable=False),  # the latest join
+    Column("left_ms", BigInteger, nullable=True),
+    Column("notice_version", Integer, nullable=False),  # the notice of financial incentive accepted
+    Column("consent_seq", BigInteger, nullable=True),  # the consent record of the latest join
+    Column("balance", BigInteger, nullable=False, default=0),
+    CheckConstraint("balance >= 0", name="ck_loyalty_members_balance"),
+)
+
+# The points ledger: append-only. Earned points are positive, redeemed and expired ones negative;
+# ``ref`` makes each earning and redemption happen once (an order's message id, an offer, a request id).
+loyalty_ledger = Table(
+    "loyalty_ledger",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("subject_id", String(32), nullable=False),
+    Column("kind", String(12), nullable=False),  # purchase | offer | redeem | expire
+    Column("points", BigInteger, nullable=False),
+    Column("balance_after", BigInteger, nullable=False),
+    Column("ref", String(250), nullable=False),
+    Column("detail", String(200), nullable=True),  # an offer name, an order's source: never personal data
+    Column("amount", Float, nullable=True),  # the order value a purchase earned on
+    Column("ts_ms", BigInteger, nullable=False),
+    Column("expires_ms", BigInteger, nullable=True),  # earned points only
+    Column("actor", String(100), nullable=False),
+    UniqueConstraint("subject_id", "ref", name="uq_loyalty_ledger_ref"),
+    Index("ix_loyalty_ledger_subject_ts", "subject_id", "ts_ms"),
+    Index("ix_loyalty_ledger_ref", "ref"),
+)
+
+# Value-exchange offers: points for telling us something (fields, their data category and the purposes
+# the person agrees to), within a validity window. Definitions only, nothing about a subject.
+loyalty_offers = Table(
+    "loyalty_offers",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("title", String(200), nullable=False),
+    Column("ask", String(500), nullable=False),  # what we ask, in plain words
+    Column("fields", Text, nullable=False),  # JSON list of trait names
+    Column("category", String(40), nullable=False),
+    Column("purposes", Text, nullable=False),  # JSON list of purposes granted on acceptance
+    Column("points", Integer, nullable=False),
+    Column("starts_ms", BigInteger, nullable=False),
+    Column("ends_ms", BigInteger, nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("created_by", String(100), nullable=False),
+)
+
+# What a person got for sharing, other than points: member discounts, personalised offers used.
+loyalty_benefits = Table(
+    "loyalty_benefits",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("subject_id", String(32), nullable=False, index=True),
+    Column("kind", String(30), nullable=False),  # discount | personalised_offer | recommendation | ...
+    Column("detail", String(200), nullable=True),  # no personal data
+    Column("amount", Float, nullable=True),  # money saved, when known
+    Column("ref", String(250), nullable=True),
+    Column("ts_ms", BigInteger, nullable=False),
+    UniqueConstraint("subject_id", "ref", name="uq_loyalty_benefits_ref"),
+)
+
+# Where the purchase-earning job stands (the last event id it read). No personal data.
+loyalty_jobs = Table(
+    "loyalty_jobs",
+    metadata,
+    Column("name", String(40), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+)
+
+# -- recommendations (recommend/): the product catalogue and the item-to-item model. Aggregates and
+# item facts only: no subject id anywhere (a person's history is read from events at request time).
+catalog_items = Table(
+    "catalog_items",
+    metadata,
+    Column("product_id", String(100), primary_key=True),
+    Column("name", String(300), nullable=False),
+    Column("category", String(100), nullable=False),
+    Column("department", String(100), nullable=True),
+    Column("data_category", String(40), nullable=True),  # a dictionary category (e.g. health) or NULL
+    Column("active", Boolean, nullable=False),  # False: left the catalogue, never recommended
+    Column("updated_ms", BigInteger, nullable=False),
+)
+
+rec_neighbors = Table(
+    "rec_neighbors",
+    metadata,
+    Column("item_id", String(100), primary_key=True),
+    Column("neighbor_id", String(100), primary_key=True),
+    Column("score", Float, nullable=False),
+    Column("support", Integer, nullable=False),  # people who interacted with both (at least the minimum)
+)
+
+rec_popular = Table(
+    "rec_popular",
+    metadata,
+    Column("item_id", String(100), primary_key=True),
+    Column("score", Float, nullable=False),
+    Column("buyers", Integer, nullable=False),
+)
+
+rec_models = Table(
+    "rec_models",
+    metadata,
+    Column("name", String(40), primary_key=True),
+    Column("version", BigInteger, nullable=False),
+    Column("built_ms", BigInteger, nullable=False),
+    Column("state", Text, nullable=False),  # JSON: engine, watermark, counts; no personal data
+)
+
+
 # Tables holding data about one subject, and the column that names the subject.
 # Access export and erasure walk this list; tests/test_privacy_tables.py keeps it complete.
 SUBJECT_TABLES: dict[str, str] = {
@@ -643,6 +764,9 @@ SUBJECT_TABLES: dict[str, str] = {
     "deliveries": "subject_id",
     "destination_recipients": "subject_id",
     "engagements": "subject_id",
+    "loyalty_members": "subject_id",
+    "loyalty_ledger": "subject_id",
+    "loyalty_benefits": "subject_id",
 }
 
 # Further columns that also name a subject (a row about two people): erasure matches them too.

@@ -213,6 +213,7 @@ def show(request: Request, saved: str | None = Query(None, max_length=20)) -> Re
             "notice": notice,
             "saved": saved,
             "us": rt.settings.default_jurisdiction in ("US", "US-CA"),
+            "loyalty": rt.loyalty.status(sid),
         },
         language=lang,
     )
@@ -220,12 +221,13 @@ def show(request: Request, saved: str | None = Query(None, max_length=20)) -> Re
 
 def _offered(rt: Any) -> list[str]:
     """The purposes a person chooses here: all but marketing channels, and of the explicit opt-ins per
-    special category (``sensitive.<category>``) only those of categories the brand declares."""
+    special category (``sensitive.<category>``) only those of categories the brand declares. ``loyalty`` is
+    chosen on its own page, against its notice of financial incentive (loyalty_pages.py)."""
     in_use = {f"sensitive.{c}" for c in rt.dictionary.special_in_use()}
     return [
         n
         for n in rt.taxonomy.names()
-        if not n.startswith("marketing.") and (not n.startswith("sensitive.") or n in in_use)
+        if not n.startswith("marketing.") and (not n.startswith("sensitive.") or n in in_use) and n != "loyalty"
     ]
 
 
