@@ -301,7 +301,8 @@ class SparkEngine:
 
     def workspace(self, analytics: Any, *, fresh: bool = True, tables: Iterable[str] | None = None) -> SparkWorkspace:
         """A workspace over the analytics lake (``events``: the live generation's Parquet files) and the
-        store's other analytics tables, read when a statement first names them (``tables`` is not needed)."""
+        store's other analytics tables, read when a statement first names them (so ``tables`` is not
+        needed here)."""
         return SparkWorkspace(self, analytics, fresh=fresh)
 
     def purge_parquet(self, path: Path, subjects: list[str], out: Path) -> tuple[int, int, int, int]:
@@ -435,7 +436,6 @@ class DuckDBEngine:
             con.close()
 
     def workspace(self, analytics: Any, *, fresh: bool = True, tables: Iterable[str] | None = None) -> DuckDBWorkspace:
-        """``tables``: the store tables the statements read (default all; on SQLite only those are loaded)."""
         return DuckDBWorkspace(analytics, fresh=fresh, tables=tables)
 
     def splink_api(self) -> Any:
@@ -488,6 +488,7 @@ class DuckDBWorkspace:
 
     def __init__(self, analytics: Any, *, fresh: bool = True, tables: Iterable[str] | None = None) -> None:
         self.analytics = analytics
+        # tables: the store tables the statements read (on SQLite only those are loaded; default all)
         self.con = analytics.connect(fresh=fresh, tables=tables)
 
     def execute(self, sql: str, params: Params = None) -> Any:
