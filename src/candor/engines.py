@@ -447,6 +447,8 @@ class DuckDBEngine:
 
 # -- workspaces: where segments, insights and recommendation rebuilds run their SQL -----------------
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+# the store tables the consent decision reads (consent/audience.py)
+READS_FOR_CONSENT = ("subjects", "consent_records", "notices", "identifiers", "suppressions")
 
 
 class Result(Protocol):
@@ -595,7 +597,9 @@ class SparkWorkspace:
     def store_duckdb(self) -> Iterator[Any]:
         """DuckDB over the store (not the lake), for the parts that stay on DuckDB: the consent
         decision (consent/audience.py) reads the ledger, which is small, with DuckDB-only SQL."""
-        con = self.analytics.connect(fresh=False)
+        from candor.consent.audience import PROFILE_TABLES
+
+        con = self.analytics.connect(fresh=False, tables=READS_FOR_CONSENT + PROFILE_TABLES)
         try:
             yield con
         finally:

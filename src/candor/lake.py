@@ -815,6 +815,7 @@ class Lake:
             finally:
                 con.close()
         return rewritten
+
     def _purge_part_with(self, engine: Any, m: Manifest, part: Part, people: list[str]) -> int:
         """``_rewrite`` on another engine (Spark): the rows of ``part`` not of ``people`` go to a new file,
         named in the manifest before the old file is deleted. Returns the rows removed."""
