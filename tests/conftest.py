@@ -87,3 +87,61 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+# -- analytics engines: one suite, DuckDB and Spark ---------------------------------------------------
+def spark_missing() -> str | None:
+    """None when PySpark and Java are there, else what is missing."""
+    import importlib.util
+    import shutil
+
+    if importlib.util.find_spec("pyspark") is None:
+        return "PySpark is not installed (pip install 'candor[spark]')"
+    if not (shutil.which("java") or os.environ.get("JAVA_HOME")):
+        return "no Java on PATH or JAVA_HOME (Spark needs Java 17 or newer)"
+    return None
+
+
+@pytest.fixture(scope="session")
+def spark_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One local Spark session (``local[2]``, 2 shuffle partitions) for the whole test session. Without
+    PySpark or Java: a skip with the reason on a developer's machine, a failure under CI=true."""
+    reason = spark_missing()
+    if reason:
+        if IN_CI:
+            pytest.fail(f"{reason} (CI=true: Spark is required)")
+        pytest.skip(reason)
+    from candor.engines import SparkEngine
+
+    # tiny data: 2 shuffle partitions, and no code generation (compiling it costs more than it saves here)
+    conf = "spark.sql.shuffle.partitions=2,spark.sql.codegen.wholeStage=false"
+    settings = Settings.from_env(
+        env={}, data_dir=tmp_path_factory.mktemp("spark"), spark_master="local[2]", spark_conf=conf
+    )
+    engine = SparkEngine(settings)
+    engine.session()
+    yield engine
+    SparkEngine.stop()
+
+
+# (engine, store) pairs for analytics tests: DuckDB on both stores, Spark on SQLite (the store only feeds
+# it; the Spark part of the suite stays small)
+ENGINE_MATRIX = [
+    pytest.param("duckdb", "sqlite", id="duckdb-sqlite"),
+    pytest.param("duckdb", "postgres", id="duckdb-postgres", marks=pytest.mark.postgres),
+    # on a loaded machine one small Spark statement takes seconds (5-10 s measured at load 13 on 2 cores)
+    pytest.param(
+        "spark", "sqlite", id="spark-sqlite", marks=[pytest.mark.spark, pytest.mark.slow, pytest.mark.timeout(900)]
+    ),
+]
+engines_and_stores = pytest.mark.parametrize(("engine_name", "backend"), ENGINE_MATRIX)
+
+
+@pytest.fixture
+def analytics_engine(engine_name: str, request: pytest.FixtureRequest) -> Any:
+    """The parametrised engine (``engines_and_stores``): a candor.engines DuckDB or Spark engine."""
+    if engine_name == "spark":
+        return request.getfixturevalue("spark_engine")
+    from candor.engines import DuckDBEngine
+
+    return DuckDBEngine(Settings.from_env(env={}))

@@ -22,6 +22,7 @@ from candor.config import Settings
 from candor.lake import COLUMN_NAMES, Lake
 from candor.segments import Segments
 from candor.store.schema import events, identity_edges, profile_subjects, subjects
+from tests.conftest import engines_and_stores
 from tests.helpers import api
 
 pytestmark = pytest.mark.anyio
@@ -177,12 +178,16 @@ DEFINITIONS: list[dict[str, Any]] = [
 ]
 
 
-def test_segments_on_the_analytics_store_equal_segments_on_the_store(settings: Settings) -> None:
+@engines_and_stores
+def test_segments_on_the_analytics_store_equal_segments_on_the_store(settings: Settings, analytics_engine: Any) -> None:
+    """The same definitions compiled once, over the lake on each engine (DuckDB, Spark), against DuckDB
+    over the store's own events table."""
     rt = Runtime(settings)
     try:
         random_world(rt, random.Random(11), 120, 1500)
         now = 1_790_000_000_000
         on_lake = Segments(rt)
+        on_lake.engine = analytics_engine
         plain = Segments(rt)
         plain.rt = type(
             "R",

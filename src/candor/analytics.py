@@ -21,7 +21,7 @@ from __future__ import annotations
 import importlib
 import pathlib
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -193,6 +193,22 @@ def _duck_type(column: Any) -> tuple[str, Any]:
     return "VARCHAR", pa.string()
 
 
+def sqlite_batches(conn: Any, sql: str, size: int = 100_000) -> Iterator[list[tuple[Any, ...]]]:
+    """The rows of ``sql`` in batches, from the driver's own cursor on a SQLAlchemy connection (the
+    process's SQLite, inside the connection's transaction): SQLAlchemy's row objects cost several
+    times the read itself on tables of this size."""
+    cur = conn.connection.driver_connection.cursor()
+    try:
+        cur.execute(sql)
+        while True:
+            batch = cur.fetchmany(size)
+            if not batch:
+                return
+            yield batch
+    finally:
+        cur.close()
+
+
 def load_sqlite_tables(store: Store, con: duckdb.DuckDBPyConnection, names: Iterable[str]) -> None:
     """Views ``names`` on ``con`` holding the rows of those store tables, read through the process's
     own SQLite (SQLAlchemy) in one read transaction, so they are one consistent snapshot."""
@@ -209,11 +225,7 @@ def load_sqlite_tables(store: Store, con: duckdb.DuckDBPyConnection, names: Iter
             types = [(c.name, *_duck_type(c)) for c in table.columns]
             cols = ", ".join('"' + c + '"' for c, _, _ in types)
             data: list[list[Any]] = [[] for _ in types]
-            cur = conn.exec_driver_sql(f'SELECT {cols} FROM "{name}"')
-            while True:
-                batch = cur.fetchmany(100_000)
-                if not batch:
-                    break
+            for batch in sqlite_batches(conn, f'SELECT {cols} FROM "{name}"'):
                 for i, col in enumerate(zip(*batch, strict=True)):
                     data[i].extend(col)
             arrow = pa.table({c: pa.array(v, type=at) for (c, _, at), v in zip(types, data, strict=True)})

@@ -92,6 +92,10 @@ class Runtime:
         from candor.rights.erasure import JOURNAL
 
         self.analytics = Analytics(self.store, lake_dir=settings.analytics_path, journal=settings.data_dir / JOURNAL)
+        if settings.analytics_purge_engine == "spark" and self.analytics.lake is not None:
+            from candor.engines import SparkEngine
+
+            self.analytics.lake.engine = SparkEngine(settings)  # erasure rewrites analytics files on Spark
         self.profiles = Profiles(
             self.store,
             self.vault,

@@ -695,14 +695,18 @@ def import_records(
         )
         importer = Importer(rt.validator_for(src), rt.vault.pseudonym, source)
         report = ImportReport()
+        rt.identity.settle_interrupted(actor="cli")  # profiles an interrupted import left behind
         task = progress.add_task(f"importing {file.name}", total=None)
         pids: list[str] = []
         for batch in importer.messages(file, id_column, mapping, report):
-            result = rt.ingestor.submit_sync(Work(src.id, batch, [], now_ms()), timeout=600)
+            # profiles are recomputed once, after the last batch (settle_profiles), not per batch
+            result = rt.ingestor.submit_sync(Work(src.id, batch, [], now_ms(), defer_profiles=True), timeout=600)
             report.imported += result.accepted
             report.unchanged += result.duplicates
             pids.extend(i[1] for m in batch for i in m.identifiers if i[0] == "record")
             progress.update(task, completed=report.rows)
+        progress.update(task, description="updating profiles")
+        rt.ingestor.settle_profiles()
         linked = None
         if link and pids:
             from sqlalchemy import select

@@ -83,6 +83,7 @@ class Settings:
     trusted_sources: str = field(default="", metadata={"env": "CANDOR_TRUSTED_SOURCES"})
     spark_master: str = field(default="local[2]", metadata={"env": "CANDOR_SPARK_MASTER"})
     spark_conf: str = field(default="", metadata={"env": "CANDOR_SPARK_CONF"})
+    analytics_purge_engine: str = field(default="duckdb", metadata={"env": "CANDOR_ANALYTICS_PURGE_ENGINE"})
     retention: str = field(
         default="raw_events=13mo,ip_address=30d,rejected_records=30d,purpose:necessary=10y",
         metadata={"env": "CANDOR_RETENTION"},
@@ -262,6 +263,8 @@ class Settings:
         from candor.engines import parse_conf
 
         parse_conf(self.spark_conf)  # raises ConfigError naming the bad pair
+        if self.analytics_purge_engine not in ("duckdb", "spark"):
+            raise ConfigError("CANDOR_ANALYTICS_PURGE_ENGINE must be duckdb or spark")
         if self.retention_seconds < 0:
             raise ConfigError("CANDOR_RETENTION_SECONDS must be 0 (off) or a number of seconds")
         from candor.retention import parse_rules

@@ -6,6 +6,15 @@ surface, so one job definition runs on either:
 * ``query(sql, params)``: one analytical query written in DuckDB's SQL over the analytics views
   (``candor.analytics.TABLES``), rows back. DuckDB runs it on the store it attaches read-only; Spark
   runs the same text transpiled by sqlglot, over the store's tables loaded into the session.
+* ``workspace(analytics)``: a ``Workspace`` over the analytics lake (the ``events`` view reads the live
+  generation's Parquet files, brought up to date first) and the store's other analytics views
+  (``candor.analytics.TABLES``). Segments, insights and the recommendation rebuilds run their SQL
+  there: ``execute(sql, params)`` (rows: ``fetchall``/``fetchone``), ``arrow(sql, params)`` (a pyarrow
+  Table), ``view(name, sql, params)`` (a named intermediate result later SQL can read),
+  ``register(name, arrow_table)`` (rows from Python), ``close()``. SQL is written once, in DuckDB's
+  dialect with ``$name`` or ``?`` parameters; ``to_spark`` is the one place that turns it into Spark SQL.
+* ``purge_parquet(path, subjects, out)``: write a Parquet file's rows without those subjects (the
+  erasure purge of the lake, lake.py).
 * ``splink_api()``: Splink's database API for this engine (identity resolution, identity/matching.py).
 * ``close()``.
 
@@ -17,6 +26,8 @@ cluster (``local[2]`` by default) and ``CANDOR_SPARK_CONF`` adds Spark settings.
 from __future__ import annotations
 
 import atexit
+import contextlib
+import functools
 import gc
 import logging
 import os
@@ -26,10 +37,10 @@ import socket
 import tempfile
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from candor.config import ConfigError, Settings
@@ -168,8 +179,18 @@ class SparkEngine:
         with SparkEngine._lock:
             if SparkEngine._session is not None:
                 return SparkEngine._session
+            if os.environ.get("SPARK_REMOTE"):
+                raise EngineError(
+                    "SPARK_REMOTE is set (Spark Connect): Candor's Spark jobs need a classic Spark session "
+                    "(Splink's Scala functions, files written by the driver); unset SPARK_REMOTE and name the "
+                    "cluster with CANDOR_SPARK_MASTER (docs/operations.md)"
+                )
             spark_session = self._import()
-            _reachable(self.master)
+            # under spark-submit (the JVM started us) the master and settings are spark-submit's, unless
+            # CANDOR_SPARK_MASTER names one
+            submitted = "PYSPARK_GATEWAY_PORT" in os.environ and "CANDOR_SPARK_MASTER" not in os.environ
+            if not submitted:
+                _reachable(self.master)
             from splink.backends.spark import similarity_jar_location
 
             if SparkEngine._local_dir is None:
@@ -178,16 +199,18 @@ class SparkEngine:
             conf: dict[str, str] = {
                 "spark.local.dir": local,
                 "spark.sql.warehouse.dir": os.path.join(local, "warehouse"),
-                "spark.driver.memory": "2g",
-                "spark.sql.shuffle.partitions": "2" if self.master.startswith("local") else "200",
                 "spark.sql.execution.arrow.pyspark.enabled": "true",
                 "spark.sql.session.timeZone": "UTC",
-                **self.conf,
-                **ENFORCED,
             }
+            if not submitted:
+                conf["spark.driver.memory"] = "2g"
+                conf["spark.sql.shuffle.partitions"] = "2" if self.master.startswith("local") else "200"
+            conf.update({**self.conf, **ENFORCED})
             jar = similarity_jar_location()
             conf["spark.jars"] = ",".join(j for j in (conf.get("spark.jars", ""), jar) if j)
-            builder = spark_session.builder.master(self.master).appName("candor")
+            builder = spark_session.builder.appName("candor")
+            if not submitted:
+                builder = builder.master(self.master)
             for k, v in conf.items():
                 builder = builder.config(k, v)
             try:
@@ -270,31 +293,102 @@ class SparkEngine:
             self.view(name, pa.Table.from_batches(batches, schema=schema))
 
     def query(self, store: Any, sql: str, params: Params = None) -> list[tuple[Any, ...]]:
-        """A DuckDB query (``?`` or ``$name`` parameters) run on Spark: transpiled by sqlglot, over the
-        store's tables it names, with JSON paths in parameters rewritten to Spark's notation."""
-        import sqlglot
-        from sqlglot import exp
+        """A DuckDB query (``?`` or ``$name`` parameters) run on Spark over the store's own tables
+        (``events`` included: no analytics lake). Jobs over the lake use ``workspace``."""
+        text, used = to_spark(sql)
+        self.load_store_tables(store, set(used))
+        return _spark_rows(self.session(), text, params)
 
-        from candor.analytics import TABLES
+    def workspace(self, analytics: Any, *, fresh: bool = True, tables: Iterable[str] | None = None) -> SparkWorkspace:
+        """A workspace over the analytics lake (``events``: the live generation's Parquet files) and the
+        store's other analytics tables, read when a statement first names them (so ``tables`` is not
+        needed here)."""
+        return SparkWorkspace(self, analytics, fresh=fresh)
 
-        tree = sqlglot.parse_one(sql, read="duckdb")
-        used = {t.name for t in tree.find_all(exp.Table)} & set(TABLES)
-        self.load_store_tables(store, used)
-        for where in tree.find_all(exp.Where):
-            # "FROM t WHERE (x)" would read as the table alias WHERE with a column list in Spark's SQL
-            while isinstance(where.this, exp.Paren):
-                where.set("this", where.this.this)
-        text = tree.sql(dialect="spark")
-        args: Any
-        if isinstance(params, dict):
-            args = {k: _spark_value(v) for k, v in params.items()}
-        else:
-            args = [_spark_value(v) for v in params or []]
-        try:
-            return [tuple(r) for r in self.session().sql(text, args=args).collect()]
-        except Exception as exc:  # noqa: BLE001 - Spark's messages quote the query and its values: never shown
-            cls = getattr(exc, "getCondition", lambda: None)() or type(exc).__name__
-            raise EngineError(f"the query failed on Spark ({cls})") from None
+    def purge_parquet(self, path: Path, subjects: list[str], out: Path) -> tuple[int, int, int, int]:
+        """Write the rows of the Parquet file ``path`` whose ``subject_id`` is not in ``subjects`` to ``out``
+        (one file, sorted by id, zstd), through Spark. Returns (rows removed, rows kept, min id, max id);
+        nothing is written when no row of theirs is in the file or none remains."""
+        from pyspark.sql import functions as F
+
+        spark = self.session()
+        with quiet_sockets():
+            gone = F.broadcast(spark.createDataFrame([(s,) for s in subjects], "subject_id string"))
+            df = spark.read.parquet(str(path))
+            removed = df.join(gone, "subject_id", "left_semi").count()
+            if not removed:
+                return 0, 0, 0, 0
+            kept = df.join(gone, "subject_id", "left_anti").select(*df.columns)
+            stats = kept.agg(F.count(F.lit(1)), F.min("id"), F.max("id")).first()
+            n = int(stats[0]) if stats is not None else 0
+            if n:
+                scratch = out.parent / f"_tmp-spark-{os.urandom(6).hex()}"
+                try:
+                    kept.repartition(1).sortWithinPartitions("id").write.option("compression", "zstd").parquet(
+                        str(scratch)
+                    )
+                    written = sorted(scratch.glob("part-*.parquet"))
+                    if len(written) != 1:
+                        raise EngineError(f"Spark wrote {len(written)} files for one analytics file; expected one")
+                    os.replace(written[0], out)
+                finally:
+                    shutil.rmtree(scratch, ignore_errors=True)
+            return int(removed), n, int(stats[1] or 0) if n else 0, int(stats[2] or 0) if n else 0
+
+
+def _spark_args(params: Params) -> Any:
+    if isinstance(params, dict):
+        return {k: _spark_value(v) for k, v in params.items()}
+    return [_spark_value(v) for v in params or []]
+
+
+def _spark_df(spark: Any, text: str, params: Params) -> Any:
+    try:
+        return spark.sql(text, args=_spark_args(params))
+    except Exception as exc:  # noqa: BLE001 - Spark's messages quote the query and its values: never shown
+        raise _spark_error(exc) from None
+
+
+def _spark_error(exc: BaseException) -> EngineError:
+    cls = getattr(exc, "getCondition", lambda: None)() or type(exc).__name__
+    log.debug("spark query failed: %s", cls)
+    return EngineError(f"the query failed on Spark ({cls})")
+
+
+def _spark_rows(spark: Any, text: str, params: Params) -> list[tuple[Any, ...]]:
+    try:
+        return [tuple(r) for r in spark.sql(text, args=_spark_args(params)).collect()]
+    except Exception as exc:  # noqa: BLE001 - Spark's messages quote the query and its values: never shown
+        raise _spark_error(exc) from None
+
+
+@functools.lru_cache(maxsize=512)
+def to_spark(sql: str) -> tuple[str, frozenset[str]]:
+    """A statement in DuckDB's SQL as Spark SQL, and the analytics tables it names: the one place where
+    the two dialects meet. sqlglot translates functions and ``$name`` parameters; on top of it:
+
+    * ``main.t`` (DuckDB's schema of the attached views) is ``t`` (a Spark temporary view);
+    * ``WHERE (x)`` loses its parentheses (``FROM t WHERE (x)`` would read as an alias with columns);
+    * decimal literals (``3600000.0``) are doubles, as DuckDB computes with them (Spark would compute
+      in DECIMAL and hand back ``Decimal`` values).
+    """
+    import sqlglot
+    from sqlglot import exp
+
+    from candor.analytics import TABLES
+
+    tree = sqlglot.parse_one(sql, read="duckdb")
+    for table in tree.find_all(exp.Table):
+        if table.text("db") == "main" and not table.text("catalog"):
+            table.set("db", None)
+    used = frozenset({t.name for t in tree.find_all(exp.Table) if not t.text("db")} & set(TABLES))
+    for where in tree.find_all(exp.Where):
+        while isinstance(where.this, exp.Paren):
+            where.set("this", where.this.this)
+    for lit in list(tree.find_all(exp.Literal)):
+        if lit.is_number and any(c in lit.this for c in ".eE"):
+            lit.replace(exp.cast(lit.copy(), "double"))
+    return tree.sql(dialect="spark", unsupported_level=sqlglot.ErrorLevel.RAISE), used
 
 
 _JSON_PATH = re.compile(r'^\$(\."(?:[^"\\]|\\.)*")+$')
@@ -341,11 +435,182 @@ class DuckDBEngine:
         finally:
             con.close()
 
+    def workspace(self, analytics: Any, *, fresh: bool = True, tables: Iterable[str] | None = None) -> DuckDBWorkspace:
+        return DuckDBWorkspace(analytics, fresh=fresh, tables=tables)
+
     def splink_api(self) -> Any:
         raise EngineError("DuckDB matching opens its own in-memory connection (identity/matching.py)")
 
     def close(self) -> None:
         return None
+
+
+# -- workspaces: where segments, insights and recommendation rebuilds run their SQL -----------------
+_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+# the store tables the consent decision reads (consent/audience.py)
+READS_FOR_CONSENT = ("subjects", "consent_records", "notices", "identifiers", "suppressions")
+
+
+class Result(Protocol):
+    def fetchall(self) -> list[Any]: ...
+
+    def fetchone(self) -> Any: ...
+
+
+class Workspace(Protocol):
+    """What a job over the analytics lake gets from either engine (see the module's docstring)."""
+
+    engine: str
+
+    def execute(self, sql: str, params: Params = None) -> Result: ...
+
+    def arrow(self, sql: str, params: Params = None) -> Any: ...
+
+    def view(self, name: str, sql: str, params: Params = None) -> None: ...
+
+    def register(self, name: str, table: Any) -> None: ...
+
+    def store_duckdb(self) -> contextlib.AbstractContextManager[Any]: ...
+
+    def close(self) -> None: ...
+
+
+def _checked(name: str) -> str:
+    if not _NAME.match(name):
+        raise ValueError(f"not a view name: {name!r}")
+    return name
+
+
+class DuckDBWorkspace:
+    """A DuckDB connection from ``Analytics.connect``: ``events`` reads the lake's Parquet files."""
+
+    engine = "duckdb"
+
+    def __init__(self, analytics: Any, *, fresh: bool = True, tables: Iterable[str] | None = None) -> None:
+        self.analytics = analytics
+        # tables: the store tables the statements read (on SQLite only those are loaded; default all)
+        self.con = analytics.connect(fresh=fresh, tables=tables)
+
+    def execute(self, sql: str, params: Params = None) -> Any:
+        return self.con.execute(sql, params or [])
+
+    def arrow(self, sql: str, params: Params = None) -> Any:
+        return self.con.execute(sql, params or []).to_arrow_table()
+
+    def view(self, name: str, sql: str, params: Params = None) -> None:
+        # DuckDB's views take no bound parameters: with parameters, the result is kept as a table
+        kind = "TABLE" if params else "VIEW"
+        self.con.execute(f"CREATE OR REPLACE TEMP {kind} {_checked(name)} AS {sql}", params or [])
+
+    def register(self, name: str, table: Any) -> None:
+        self.con.register("_candor_arrow_in", table)
+        try:
+            self.con.execute(f"CREATE OR REPLACE TEMP TABLE {_checked(name)} AS SELECT * FROM _candor_arrow_in")
+        finally:
+            self.con.unregister("_candor_arrow_in")
+
+    @contextmanager
+    def store_duckdb(self) -> Iterator[Any]:
+        yield self.con
+
+    def close(self) -> None:
+        self.con.close()
+
+
+class _Rows:
+    def __init__(self, rows: list[tuple[Any, ...]]) -> None:
+        self.rows = rows
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return self.rows
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        return self.rows[0] if self.rows else None
+
+
+class SparkWorkspace:
+    """Temporary views in the shared Spark session: ``events`` over the lake's live Parquet files (read
+    by Spark itself, so on a cluster the executors read them), the store's other analytics tables
+    copied in when a statement first names them. The statements are DuckDB's text through ``to_spark``.
+    One workspace at a time per process (the views are the session's)."""
+
+    engine = "spark"
+
+    def __init__(self, engine: SparkEngine, analytics: Any, *, fresh: bool = True) -> None:
+        self.spark_engine = engine
+        self.analytics = analytics
+        self.spark = engine.session()
+        self._quiet = quiet_sockets()
+        self._quiet.__enter__()
+        self._views: set[str] = set()
+        self._loaded: set[str] = set()
+        lake = analytics.lake
+        if lake is None:  # no analytics lake: the store's own events table
+            return
+        if fresh and analytics.refresh_before_query:
+            lake.refresh()
+        files = lake.files()
+        from candor.lake import COLUMNS
+
+        if files:
+            events = self.spark.read.parquet(*files)
+        else:
+            types = {"BIGINT": "bigint", "INTEGER": "int", "VARCHAR": "string", "BOOLEAN": "boolean"}
+            types["DOUBLE"] = "double"
+            events = self.spark.createDataFrame([], ", ".join(f"{n} {types[t]}" for n, t, _ in COLUMNS))
+        events.createOrReplaceTempView("events")
+        self._views.add("events")
+        self._loaded.add("events")
+
+    def _prepare(self, sql: str) -> str:
+        text, used = to_spark(sql)
+        missing = set(used) - self._loaded
+        if missing:
+            self.spark_engine._tables -= missing  # copied again: a workspace sees the store as it is now
+            self.spark_engine.load_store_tables(self.analytics.store, missing)
+            self._loaded |= missing
+            self._views |= missing
+        return text
+
+    def execute(self, sql: str, params: Params = None) -> _Rows:
+        return _Rows(_spark_rows(self.spark, self._prepare(sql), params))
+
+    def arrow(self, sql: str, params: Params = None) -> Any:
+        df = _spark_df(self.spark, self._prepare(sql), params)
+        try:
+            return df.toArrow()
+        except Exception as exc:  # noqa: BLE001 - Spark's messages quote the query and its values: never shown
+            raise _spark_error(exc) from None
+
+    def view(self, name: str, sql: str, params: Params = None) -> None:
+        df = _spark_df(self.spark, self._prepare(sql), params)
+        df.createOrReplaceTempView(_checked(name))
+        self._views.add(name)
+        self._loaded.add(name)
+
+    def register(self, name: str, table: Any) -> None:
+        self.spark.createDataFrame(table).createOrReplaceTempView(_checked(name))
+        self._views.add(name)
+        self._loaded.add(name)
+
+    @contextmanager
+    def store_duckdb(self) -> Iterator[Any]:
+        """DuckDB over the store (not the lake), for the parts that stay on DuckDB: the consent
+        decision (consent/audience.py) reads the ledger, which is small, with DuckDB-only SQL."""
+        from candor.consent.audience import PROFILE_TABLES
+
+        con = self.analytics.connect(fresh=False, tables=READS_FOR_CONSENT + PROFILE_TABLES)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    def close(self) -> None:
+        for name in self._views:
+            self.spark.catalog.dropTempView(name)
+        self.spark_engine._tables -= self._views
+        self._views.clear()
+        self._quiet.__exit__(None, None, None)
 
 
 def engine(name: str, settings: Settings) -> SparkEngine | DuckDBEngine:

@@ -59,6 +59,8 @@ EVENT_COLUMNS = (
     "sealed",
 )
 CHUNK = 500
+# from this many subjects on, settling reads the whole edge log once rather than closure by closure
+BULK_SETTLE = 20_000
 _STOP = object()
 # identifiers that carry a subject: a userId, a browser or device, a record imported from a source
 ANCHORS = ("user_id", "anonymous_id", "record")
@@ -79,6 +81,8 @@ class Work:
     rejections: list[Rejection]
     received_ms: int
     result: WriteResult = field(default_factory=WriteResult)
+    # a bulk import: profiles are recomputed once at the end (Ingestor.settle_profiles), not per batch
+    defer_profiles: bool = False
 
 
 def day_of(ms: int) -> str:
@@ -112,6 +116,7 @@ class Ingestor:
         self._id_cache_size = id_cache_size
         self._lock = threading.Lock()
         self._generation: int | None = None
+        self._pending: set[str] = set()  # subjects whose profiles a deferred import left to settle
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -140,6 +145,17 @@ class Ingestor:
             for key in [k for k, v in self._ids.items() if v in subject_ids]:
                 del self._ids[key]
             self._edges.clear()
+
+    def settle_profiles(self) -> int:
+        """Recompute the profiles a deferred import touched, in one update; how many subjects."""
+        with self._lock:
+            pending, self._pending = self._pending, set()
+        if self.identity is None or not pending:
+            return 0
+        with self.store.write() as conn:
+            self.identity.after_edges(conn, pending, bulk=len(pending) >= BULK_SETTLE)
+            self.identity.clear_pending(conn)
+        return len(pending)
 
     # -- submission ----------------------------------------------------------------------------
     async def submit(self, work: Work) -> WriteResult:
@@ -555,7 +571,12 @@ class Ingestor:
                         if sa != sb or (k[0], k[1]) not in new_ids or (k[2], k[3]) not in new_ids:
                             start.add(sa)
                             start.add(sb)
-                    if start:
+                    if start and all(w.defer_profiles for w in works):
+                        if not self._pending:
+                            # durable: a crash before settle_profiles leaves the mark, and a rebuild follows
+                            self.identity.mark_pending(conn)
+                        self._pending |= start
+                    elif start:
                         self.identity.after_edges(conn, start)
 
             # 8. consent carried by events: preference updates, GPC and TCF/GPP strings into the ledger

@@ -15,6 +15,7 @@ app = typer.Typer(help="Customer-experience insights that protect small groups."
 
 Since = Annotated[str | None, typer.Option(help="start of the period (YYYY-MM-DD; default: 90 days ago)")]
 Until = Annotated[str | None, typer.Option(help="end of the period, exclusive (YYYY-MM-DD; default: now)")]
+Engine = Annotated[str, typer.Option(help="duckdb (this process) or spark (CANDOR_SPARK_MASTER)")]
 K = Annotated[
     int | None, typer.Option("--k", help="minimum profiles per released cell (default CANDOR_INSIGHTS_MIN_PROFILES)")
 ]
@@ -31,6 +32,16 @@ def _common(since: str | None, until: str | None, k: int | None) -> dict[str, An
     return out
 
 
+def _engine(rt: Any, name: str) -> None:
+    """``--engine spark``: the insights' SQL (and that of the segments they name) runs on Spark; suppression
+    and the DP ledger stay in this process."""
+    from candor.engines import SparkEngine, check_name
+
+    if check_name(name) == "spark":
+        rt.insights.engine = SparkEngine(rt.settings)
+        rt.segments.engine = rt.insights.engine  # the segments a request names are evaluated there too
+
+
 @app.command("run")
 def run(
     insight: Annotated[str, typer.Argument(help="journeys, funnel, attribution, experience, rfm, cohorts or clv")],
@@ -40,6 +51,7 @@ def run(
     since: Since = None,
     until: Until = None,
     k: K = None,
+    engine: Engine = "duckdb",
 ) -> None:
     """One insight as JSON (the same answer as POST /v1/insights/INSIGHT)."""
     from candor.insights.reports import InsightError
@@ -52,7 +64,10 @@ def run(
     if not isinstance(body, dict):
         err.print("[red]error:[/red] --params must be a JSON object")
         raise typer.Exit(2)
-    with opened(InsightError) as rt:
+    from candor.engines import EngineError
+
+    with opened(InsightError, EngineError) as rt:
+        _engine(rt, engine)
         print(json.dumps(rt.insights.run(insight, {**body, **_common(since, until, k)}, actor="cli"), indent=2))
 
 
@@ -71,6 +86,7 @@ def report(
     ] = "Order Completed",
     survey: Annotated[str, typer.Option(help="the survey event of NPS and CSAT")] = "Survey Answered",
     title: Annotated[str, typer.Option(help="the report's title")] = "Customer experience",
+    engine: Engine = "duckdb",
 ) -> None:
     """Every insight in one standalone HTML file with charts (a marketer can email it)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -88,7 +104,10 @@ def report(
         ("cohorts", {}),
         ("clv", {"event": conversion}),
     ]
-    with opened(InsightError) as rt:
+    from candor.engines import EngineError
+
+    with opened(InsightError, EngineError) as rt:
+        _engine(rt, engine)
         # the period and k are checked once, up front: a bad one stops the report with a clear message
         first = rt.insights.request("cohorts", common)
         reports: list[dict[str, Any]] = []

@@ -16,7 +16,8 @@ PostgreSQL row by row is what made them slow. This module keeps a copy that is f
   copy), ids skipped by transactions still in flight (PostgreSQL) are looked at again for a few
   minutes, and subject ids rewritten by identity splits are reconciled;
 - **purged on erasure**: ``purge(subjects)`` rewrites every file that holds a row of them, in every
-  generation, and deletes the old files; the erasure journal is applied on start, so an analytics
+  generation, and deletes the old files (on DuckDB, or on Spark when ``engine`` is a Spark engine);
+  the erasure journal is applied on start, so an analytics
   directory restored from a backup loses the people erased since; a rebuild never copies a
   journaled subject.
 
@@ -253,6 +254,9 @@ class Lake:
         self.journal = journal
         self.threads = threads
         self.fingerprint = self._fingerprint(store.url)
+        # what rewrites files on erasure: None is DuckDB in this process; a candor.engines engine (Spark,
+        # CANDOR_ANALYTICS_PURGE_ENGINE or ``candor analytics purge --engine spark``) otherwise
+        self.engine: Any = None
 
     @staticmethod
     def _fingerprint(url: str) -> str:
@@ -348,12 +352,10 @@ class Lake:
         import pyarrow as pa
 
         data: list[list[Any]] = [[] for _ in columns]
-        with self.store.engine.connect() as conn:
-            cur = conn.exec_driver_sql(sql)
-            while True:
-                batch = cur.fetchmany(100_000)
-                if not batch:
-                    break
+        from candor.analytics import sqlite_batches
+
+        with self.store.engine.connect() as conn, conn.begin():
+            for batch in sqlite_batches(conn, sql):
                 for i, col in enumerate(zip(*batch, strict=True)):
                     data[i].extend(col)
         name = f"lake_src_{secrets.token_hex(4)}"
@@ -577,7 +579,7 @@ class Lake:
     def _drop_generation(self, generation: int) -> None:
         d = self._gen_dir(generation)
         for f in d.iterdir():
-            f.unlink(missing_ok=True)
+            _remove(f)
         with contextlib.suppress(OSError):
             d.rmdir()
 
@@ -712,6 +714,12 @@ class Lake:
                 d = self._gen_dir(g)
                 dirty = False
                 for part in list(m.parts):
+                    if self.engine is not None and getattr(self.engine, "name", "duckdb") != "duckdb":
+                        gone = self._purge_part_with(self.engine, m, part, people)
+                        if gone:
+                            removed += gone
+                            dirty = True
+                        continue
                     con.execute(
                         "CREATE OR REPLACE TEMP VIEW lake_part AS SELECT * FROM "
                         f"read_parquet({_sql_text(str(d / part.name))})"
@@ -743,7 +751,7 @@ class Lake:
                     m.high_key = self._key_of(m.high)
                     self._save(m)
                 for stray in d.glob("_tmp-*"):
-                    stray.unlink(missing_ok=True)
+                    _remove(stray)
         finally:
             con.close()
         return removed
@@ -808,6 +816,37 @@ class Lake:
                 con.close()
         return rewritten
 
+    def _purge_part_with(self, engine: Any, m: Manifest, part: Part, people: list[str]) -> int:
+        """``_rewrite`` on another engine (Spark): the rows of ``part`` not of ``people`` go to a new file,
+        named in the manifest before the old file is deleted. Returns the rows removed."""
+        d = self._gen_dir(m.generation)
+        tmp = d / f"_tmp-{secrets.token_hex(6)}.parquet"
+        removed, kept, lo, hi = engine.purge_parquet(d / part.name, people, tmp)
+        if not removed:
+            return 0
+        m.parts.remove(part)
+        if kept:
+            _fsync_file(tmp)
+            name = f"part-{m.next_part:06d}.parquet"
+            m.next_part += 1
+            os.replace(tmp, d / name)
+            _fsync_dir(d)
+            m.parts.append(Part(name, kept, lo, hi))
+            m.parts.sort(key=lambda p: p.min_id)
+        self._save(m)  # the new file is named before the old one goes
+        (d / part.name).unlink(missing_ok=True)
+        return removed
+
+    def purge_journal(self) -> tuple[int, int]:
+        """Rewrite every analytics file without anyone in the whole erasure journal (a sweep after
+        restoring analytics files from elsewhere, or to prove none is left): (subjects, rows removed)."""
+        people, _ = read_journal(self.journal)
+        everyone = sorted(set(people))
+        if not everyone or not self.events_dir.exists():
+            return len(everyone), 0
+        with self.locked():
+            return len(everyone), self._purge_locked(everyone)
+
     def _key_of(self, event_id: int) -> list[Any] | None:
         if not event_id:
             return None
@@ -869,6 +908,16 @@ class Lake:
                 if (self._gen_dir(m.generation) / p.name).exists()
             ),
         }
+
+
+def _remove(path: Path) -> None:
+    """A file, or a scratch directory another engine wrote (Spark writes a directory of files)."""
+    if path.is_dir():
+        import shutil
+
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _without(gaps: list[list[int]], filled: set[int]) -> list[list[int]]:

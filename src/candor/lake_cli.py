@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
@@ -80,3 +80,22 @@ def rebuild() -> None:
             err.print("interrupted: run `candor analytics rebuild` again to resume")
             raise typer.Exit(130) from None
         print(json.dumps({"copied": r.copied, "seconds": round(r.seconds, 3), **_lake(rt).status()}))
+
+
+@app.command("purge")
+def purge(
+    engine: Annotated[str, typer.Option(help="duckdb (this process) or spark (CANDOR_SPARK_MASTER)")] = "duckdb",
+) -> None:
+    """Rewrite every analytics file without anyone in the erasure journal (after restoring analytics files
+    from elsewhere, or to prove none is left); erasures purge the files themselves as they happen."""
+    from candor.engines import EngineError, SparkEngine, check_name
+    from candor.lake import LakeError
+
+    with opened(LakeError, EngineError) as rt:
+        lake = _lake(rt)
+        if check_name(engine) == "spark":
+            lake.engine = SparkEngine(rt.settings)
+        elif engine == "duckdb":
+            lake.engine = None
+        subjects, removed = lake.purge_journal()
+        print(json.dumps({"engine": engine, "subjects": subjects, "rows_removed": removed}))

@@ -793,7 +793,7 @@ class Segments:
 
     def __init__(self, rt: Any) -> None:
         self.rt = rt
-        # where the segment query runs: None is DuckDB on the store; a candor.engines engine (Spark) otherwise
+        # where the segment query runs: None is DuckDB over the lake; a candor.engines engine (Spark) otherwise
         self.engine: Any = None
 
     # -- definitions -------------------------------------------------------------------------------
@@ -955,8 +955,12 @@ class Segments:
     def _run(self, root: Node, now: int) -> Run:
         compiled = compile_sql(root, now)
         t0 = time.perf_counter()
-        if self.engine is not None:
-            rows = self.engine.query(self.rt.store, compiled.sql, compiled.params)
+        if self.engine is not None:  # Spark (or any candor.engines engine): the same statement over the lake
+            ws = self.engine.workspace(self.rt.analytics)
+            try:
+                rows = ws.execute(compiled.sql, compiled.params).fetchall()
+            finally:
+                ws.close()
         else:
             rows = self.rt.analytics.fetch(compiled.sql, compiled.params)
         t1 = time.perf_counter()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -148,3 +149,84 @@ def test_bad_files_get_clear_errors(tmp_path: Path) -> None:
     assert "more fields" in out["errors"][0]["error"] and "fewer fields" in out["errors"][1]["error"]
     out = run(data, "import", "records", str(ragged), "--source", "crm", "--id-column", "id", "--map", "name", code=1)
     assert "column=trait" in out
+
+
+def _partition(rt: Runtime, records: list[dict[str, object]]) -> set[frozenset[str]]:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_identity", Path(__file__).parents[2] / "bench" / "identity.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    groups: dict[str, set[str]] = {}
+    for record, profile in bench.record_profiles(rt, records).items():
+        groups.setdefault(profile, set()).add(record)
+    return {frozenset(g) for g in groups.values()}
+
+
+def _records() -> list[dict[str, object]]:
+    # people sharing emails, userIds and loyalty cards across sources: deterministic stitching
+    out: list[dict[str, object]] = []
+    for i in range(60):
+        person = i // 3
+        out.append(
+            {
+                "record_id": f"r{i:03d}",
+                "source": "pos" if i % 2 else "web",
+                "first_name": f"N{person}",
+                "last_name": "Test",
+                "email": f"p{person}@example.org" if i % 3 != 2 else None,
+                "user_id": f"u{person}" if i % 2 == 0 else None,
+                "loyalty_card": f"{person:013d}" if i % 3 != 0 else None,
+            }
+        )
+    return out
+
+
+def _import_batches(rt: Runtime, records: list[dict[str, object]], tmp: Path, *, defer: bool) -> None:
+    import importlib.util
+
+    from candor.identity.records import Importer, ImportReport, parse_mapping
+    from candor.ingest import Work
+    from candor.store import now_ms
+
+    spec = importlib.util.spec_from_file_location("bench_identity", Path(__file__).parents[2] / "bench" / "identity.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    for source, path in bench.write_csvs(records, tmp, ("web", "pos")).items():
+        src = bench._source_info(rt, source)
+        importer = Importer(rt.validator_for(src), rt.vault.pseudonym, source)
+        for batch in importer.messages(path, "record_id", parse_mapping(bench.MAPPING), ImportReport()):
+            for k in range(0, len(batch), 7):  # many small transactions
+                rt.ingestor.submit_sync(Work(src.id, batch[k : k + 7], [], now_ms(), defer_profiles=defer))
+
+
+def test_a_deferred_import_settles_to_the_stitched_profiles_and_an_interrupted_one_is_rebuilt(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    records = _records()
+    first, second = records[:30], records[30:]
+
+    def people(rs: list[dict[str, object]]) -> set[frozenset[str]]:
+        return {frozenset(str(r["record_id"]) for r in rs[k : k + 3]) for k in range(0, len(rs), 3)}
+
+    rt = Runtime(make_settings())
+    try:
+        _import_batches(rt, first, tmp_path / "csv1", defer=True)
+        assert _partition(rt, first) != people(first)  # not settled yet (a shared userId is one subject)
+        assert rt.ingestor.settle_profiles() > 0
+        assert _partition(rt, first) == people(first)  # each person's three records: one profile
+        assert rt.identity.settle_interrupted() is False  # the mark went with the settlement
+        # killed before settling: the mark stays, and the next import or resolve rebuilds the profiles
+        _import_batches(rt, second, tmp_path / "csv2", defer=True)
+        rt.ingestor._pending.clear()  # what a crash loses
+    finally:
+        rt.close()
+    again = Runtime(make_settings())
+    try:
+        assert _partition(again, records) != people(records)
+        assert again.identity.settle_interrupted() is True
+        assert _partition(again, records) == people(records)
+    finally:
+        again.close()

@@ -123,9 +123,9 @@ def test_score_ranks_the_true_match_first(people: tuple[list[dict[str, Any]], di
     for i, group in enumerate(groups):
         new, match = group[0], group[1]
         decoys = [r for r in others[i : i + 19] if truth[r["record_id"]] != truth[new["record_id"]]]
-        started = time.perf_counter()
+        started = time.thread_time()  # CPU time: the machine's load must not fail the test
         ranked = model.score(new, [*decoys, match])
-        timings.append(time.perf_counter() - started)
+        timings.append(time.thread_time() - started)
         assert [rid for rid, _ in ranked] == sorted([rid for rid, _ in ranked], key=lambda rid: -dict(ranked)[rid])
         first += ranked[0][0] == match["record_id"]
     assert first / len(groups) > 0.9

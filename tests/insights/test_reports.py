@@ -15,6 +15,7 @@ from candor.app import Runtime
 from candor.config import Settings
 from candor.insights import reports, views
 from candor.store.schema import subjects
+from tests.conftest import engines_and_stores
 from tests.insights import world as W
 
 SINCE, UNTIL = W.NOW - 120 * W.DAY, W.NOW
@@ -53,7 +54,9 @@ def compute(rt: Runtime, insight: str, **params: Any) -> list[Any]:
     return tables
 
 
-def test_every_insight_equals_brute_force(rt: Runtime) -> None:
+@engines_and_stores
+def test_every_insight_equals_brute_force(rt: Runtime, analytics_engine: Any) -> None:
+    rt.insights.engine = analytics_engine  # the same SQL on DuckDB and on Spark
     w, ok = make_world(rt)
     # journeys: (path, converted) → profiles
     got = {

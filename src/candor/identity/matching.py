@@ -375,9 +375,7 @@ class _DuckDBBackend:
 
     def blocked_pairs(self, keys: pa.Table) -> str:
         self.con.register("candor_keys_arrow", keys)
-        self.con.execute(
-            "CREATE TABLE candor_blocked_pairs AS " + _BLOCKED_PAIRS_SQL.format(max_block=MAX_BLOCK_SIZE)
-        )
+        self.con.execute("CREATE TABLE candor_blocked_pairs AS " + _BLOCKED_PAIRS_SQL.format(max_block=MAX_BLOCK_SIZE))
         self.con.unregister("candor_keys_arrow")
         return "candor_blocked_pairs"
 
@@ -772,15 +770,23 @@ class Model:
 
     @classmethod
     def train(
-        cls, records: Sequence[Mapping[str, Any]], *, max_pairs: float = 1e6, seed: int = 1, engine: Any = None
+        cls,
+        records: Sequence[Mapping[str, Any]],
+        *,
+        max_pairs: float = 1e6,
+        seed: int = 1,
+        engine: Any = None,
+        max_iterations: int | None = None,
     ) -> Model:
         """Estimate the model from unlabelled records.
 
         u: random sampling of up to ``max_pairs`` pairs (nearly all non-matches). m: expectation
         maximisation over pairs blocked on email, then on birthday (each estimates the comparisons
-        its blocking rule does not fix). λ: from the share of matches EM finds among pairs sharing
-        a birthday, scaled by how many such pairs there are and how often matches share one. Term
-        frequencies of first name, last name and city adjust exact matches at prediction time.
+        its blocking rule does not fix), at most ``max_iterations`` rounds each (default: until it
+        converges, up to 40; every round is one pass over the pairs, one job on Spark). λ: from the
+        share of matches EM finds among pairs sharing a birthday, scaled by how many such pairs there
+        are and how often matches share one. Term frequencies of first name, last name and city adjust
+        exact matches at prediction time.
         """
         if len(records) < MIN_TRAINING_RECORDS:
             raise MatchingError(
@@ -795,7 +801,10 @@ class Model:
             with _quiet_splink():
                 api = backend.api()
                 input_table = api.register(table)
-                linker = Linker(input_table, backend.settings(_base_settings()), log_level=None)
+                base = _base_settings()
+                if max_iterations is not None:
+                    base["max_iterations"] = max(1, int(max_iterations))
+                linker = Linker(input_table, backend.settings(base), log_level=None)
                 # (Splink logs a hint when max_pairs is exactly its default; pass an equal float.)
                 linker.training.estimate_u_using_random_sampling(
                     max_pairs=float(max_pairs) + 1e-9, seed=seed, min_count_per_level=None

@@ -42,7 +42,7 @@ RESERVED_TRAITS = (
     "address.state",
     "address.country",
 )
-BATCH = 500
+BATCH = 2000  # rows per writer transaction: fewer commits and fewer, larger lookups
 MAX_FIELD_CHARS = 2000
 
 

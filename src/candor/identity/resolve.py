@@ -2,9 +2,12 @@
 
 ``resolve`` trains a Fellegi–Sunter model (EM, term frequencies) on every active subject's newest
 traits, predicts match probabilities over the blocked pairs, turns matches at or above the
-threshold into ``probabilistic`` edges (with their score) and sends the grey zone to the review
-queue. ``link_new`` scores newly imported records against candidates found through HMAC'd blocking
-keys, without decrypting anyone else.
+threshold into ``probabilistic`` edges (with their score), strongest first and only where the two
+profiles do not conflict (identity/clusters.py: birthdays, first names, limits), and sends the grey zone
+and the refused matches to the review queue. A full run writes in one transaction and updates the
+profiles once, from the edge log read in one scan (identity/service.py ``BulkSource``). ``link_new``
+scores newly imported records against the candidates that share most of their HMAC'd blocking keys,
+decrypting only those (and, for a match that would link, the other members of their profiles).
 
 Plaintext needed for matching is decrypted in memory, matched in an in-memory DuckDB with spilling
 off (identity/matching.py), and never written to disk. Restricted or erased subjects never take part.
@@ -20,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, select
+from sqlalchemy import and_, func, select
 
 from candor import audit, normalize
 from candor.identity.service import Identity
@@ -41,7 +44,7 @@ log = logging.getLogger("candor.identity.resolve")
 CHUNK = 500
 JOB = "resolve"
 ANCHOR_ORDER = ("record", "user_id", "anonymous_id")
-MAX_CANDIDATES = 200
+MAX_CANDIDATES = 50  # most shared blocking keys first
 
 
 @dataclass
@@ -51,6 +54,7 @@ class ResolveReport:
     linked: int = 0
     review: int = 0
     already_linked: int = 0
+    conflicts: int = 0
     trained: bool = False
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -61,6 +65,7 @@ class ResolveReport:
             "linked": self.linked,
             "review": self.review,
             "already_linked": self.already_linked,
+            "conflicts": self.conflicts,
             "trained": self.trained,
         }
 
@@ -143,16 +148,18 @@ class Resolver:
                     out[sid] = rec
         return out
 
-    def anchors(self, subject_ids: Iterable[str], conn: Any) -> dict[str, tuple[str, str]]:
-        """One identifier per subject to hang a probabilistic edge on (record, userId, browser)."""
+    def anchors(self, subject_ids: Iterable[str] | None, conn: Any) -> dict[str, tuple[str, str]]:
+        """One identifier per subject to hang a probabilistic edge on (record, userId, browser);
+        ``None``: of every subject, in one scan."""
         best: dict[str, tuple[int, tuple[str, str]]] = {}
-        ids = list(subject_ids)
-        for i in range(0, len(ids), CHUNK):
-            for t, p, sid in conn.execute(
-                select(identifiers.c.id_type, identifiers.c.pseudonym, identifiers.c.subject_id).where(
-                    identifiers.c.subject_id.in_(ids[i : i + CHUNK])
-                )
-            ):
+        cols = select(identifiers.c.id_type, identifiers.c.pseudonym, identifiers.c.subject_id)
+        if subject_ids is None:
+            queries = [cols.where(identifiers.c.id_type.in_(ANCHOR_ORDER))]
+        else:
+            ids = list(subject_ids)
+            queries = [cols.where(identifiers.c.subject_id.in_(ids[i : i + CHUNK])) for i in range(0, len(ids), CHUNK)]
+        for q in queries:
+            for t, p, sid in conn.execute(q):
                 rank = ANCHOR_ORDER.index(t) if t in ANCHOR_ORDER else len(ANCHOR_ORDER)
                 if sid not in best or (rank, (t, p)) < best[sid]:
                     best[sid] = (rank, (t, p))
@@ -210,6 +217,7 @@ class Resolver:
 
         report = ResolveReport()
         step = progress or (lambda _phase, _done, _total: None)
+        self.identity.settle_interrupted(actor=actor)  # profiles an interrupted import left behind
         t0 = time.perf_counter()
         with self.store.engine.connect() as conn:
             all_subjects = self.active_subjects(conn)
@@ -238,7 +246,7 @@ class Resolver:
         report.timings["predict"] = time.perf_counter() - t2
         step("scoring", 1, 1)
         t3 = time.perf_counter()
-        self._apply(pairs, actor, report, step)
+        self._apply(pairs, actor, report, step, recs, bulk=True)
         with self.store.write() as conn:
             self._store_keys(conn, recs)
             self._save(conn, JOB, orjson.dumps({"finished_ms": now_ms(), **report.as_dict()}).decode())
@@ -252,94 +260,171 @@ class Resolver:
         actor: str,
         report: ResolveReport,
         step: Callable[[str, int, int], None],
+        recs: dict[str, dict[str, Any]],
+        *,
+        bulk: bool,
     ) -> None:
-        """Matches become edges (one bulk insert and one profile update per chunk); the grey zone is queued."""
-        pairs = sorted(pairs, key=lambda p: (-p[2], p[0], p[1]))
-        size = 5000
-        for i in range(0, len(pairs), size):
-            chunk = pairs[i : i + size]
-            people = {s for a, b, _ in chunk for s in (a, b)}
-            with self.store.write() as conn:
-                anchors = self.anchors(people, conn)
-                profile: dict[str, str] = {}
-                ids = sorted(people)
-                for k in range(0, len(ids), CHUNK):
-                    profile.update(
-                        conn.execute(
-                            select(profile_subjects.c.subject_id, profile_subjects.c.profile_id).where(
-                                profile_subjects.c.subject_id.in_(ids[k : k + CHUNK])
-                            )
-                        ).all()
-                    )
-                # matches already in the log (an earlier run, held or removed since): never added twice
-                existing: set[tuple[str, str]] = set()
-                a_pids = sorted({anchors[a][1] for a, _, _ in chunk if a in anchors})
-                for k in range(0, len(a_pids), CHUNK):
-                    existing.update(
-                        (x, y)
-                        for x, y in conn.execute(
-                            select(identity_edges.c.a_pid, identity_edges.c.b_pid).where(
-                                and_(
-                                    identity_edges.c.rule == "probabilistic",
-                                    identity_edges.c.a_pid.in_(a_pids[k : k + CHUNK]),
-                                )
-                            )
-                        )
-                    )
-                start: set[str] = set()
-                edge_rows: list[dict[str, Any]] = []
-                reviews = []
-                ts = now_ms()
-                for a, b, p in chunk:
-                    na, nb = anchors.get(a), anchors.get(b)
-                    if na is None or nb is None:
-                        continue
-                    if profile.get(a, a) == profile.get(b, b) or (na[1], nb[1]) in existing:
-                        report.already_linked += 1
-                        continue
-                    if p >= self.threshold:
-                        edge_rows.append(
-                            {
-                                "a_type": na[0],
-                                "a_pid": na[1],
-                                "b_type": nb[0],
-                                "b_pid": nb[1],
-                                "rule": "probabilistic",
-                                "source_id": None,
-                                "message_id": None,
-                                "score": p,
-                                "subject_id": a,
-                                "a_subject": a,
-                                "b_subject": b,
-                                "created_ms": ts,
-                            }
-                        )
-                        start |= {a, b}
-                        report.linked += 1
-                    else:
-                        reviews.append((na, nb, a, b, p))
-                if edge_rows:
-                    conn.execute(self.store.insert_ignore(identity_edges), edge_rows)
-                    self.identity.after_edges(conn, start)
-                if reviews:
-                    report.review += self._open_candidates(conn, reviews)
-            step("linking", min(i + size, len(pairs)), len(pairs))
+        """Matches become edges, strongest first, unless the two profiles conflict (identity/clusters.py).
 
-    def _open_candidates(self, conn: Any, items: list[tuple[tuple[str, str], tuple[str, str], str, str, float]]) -> int:
-        """Queue grey-zone matches for review, once per pair."""
-        known: set[tuple[str, str]] = set()
-        pids = sorted({na[1] for na, _, _, _, _ in items})
-        for k in range(0, len(pids), CHUNK):
-            known.update(
-                (x, y)
-                for x, y in conn.execute(
-                    select(identity_reviews.c.a_pid, identity_reviews.c.b_pid).where(
-                        and_(identity_reviews.c.kind == "candidate", identity_reviews.c.a_pid.in_(pids[k : k + CHUNK]))
-                    )
-                )
+        The clusters start as the current profiles, with the evidence of every member (``recs``, in
+        memory; members missing from it are decrypted here). A refused match and the grey zone go to
+        the review queue. One transaction: edges inserted in bulk, then one profile update for all of
+        them (``bulk``: the whole log read once, identity/service.py ``BulkSource``)."""
+        from candor.identity.clusters import Clusters, Evidence
+
+        pairs = sorted(pairs, key=lambda p: (-p[2], p[0], p[1]))
+        people = {s for a, b, _ in pairs for s in (a, b)}
+        if not people:
+            return
+        with self.store.write() as conn:
+            if bulk:
+                profile = dict(conn.execute(select(profile_subjects.c.subject_id, profile_subjects.c.profile_id)).all())
+                anchors = self.anchors(None, conn)
+            else:
+                profile = self._profiles_of(people, conn)
+                anchors = self.anchors(people, conn)
+            members = people | set(profile)
+            missing = [s for s in members if s not in recs]
+            # evidence is only weighed for matches that would link: the grey zone needs none
+            if missing and not bulk and any(p >= self.threshold for _, _, p in pairs):
+                recs = {**recs, **self.records(missing, conn)}
+            limits = dict(self.identity.rules.limits)
+            limited = self._limited(None if bulk else members, conn, limits)
+            clusters = Clusters.of_profiles(
+                {s: Evidence.of(recs.get(s), limited.get(s)) for s in members}, profile, limits
             )
+            existing = self._logged(conn, "edges", None if bulk else {anchors[a] for a in people if a in anchors})
+            start: set[str] = set()
+            edge_rows: list[dict[str, Any]] = []
+            reviews: list[tuple[tuple[str, str], tuple[str, str], str, str, float, str]] = []
+            ts = now_ms()
+            for n, (a, b, p) in enumerate(pairs, start=1):
+                na, nb = anchors.get(a), anchors.get(b)
+                if na is None or nb is None:
+                    continue
+                if clusters.same(a, b) or (na[1], nb[1]) in existing:
+                    report.already_linked += 1
+                    continue
+                if p < self.threshold:
+                    reviews.append(
+                        (na, nb, a, b, p, f"probabilistic match {p:.3f}, below the threshold {self.threshold}")
+                    )
+                    continue
+                why = clusters.try_join(a, b)
+                if why is not None:
+                    report.conflicts += 1
+                    reviews.append((na, nb, a, b, p, f"probabilistic match {p:.3f} not linked: {why}"))
+                    continue
+                edge_rows.append(
+                    {
+                        "a_type": na[0],
+                        "a_pid": na[1],
+                        "b_type": nb[0],
+                        "b_pid": nb[1],
+                        "rule": "probabilistic",
+                        "source_id": None,
+                        "message_id": None,
+                        "score": p,
+                        "subject_id": a,
+                        "a_subject": a,
+                        "b_subject": b,
+                        "created_ms": ts,
+                    }
+                )
+                start |= {a, b}
+                report.linked += 1
+                if n % 50_000 == 0:
+                    step("linking", n, len(pairs))
+            for i in range(0, len(edge_rows), 5000):
+                conn.execute(self.store.insert_ignore(identity_edges), edge_rows[i : i + 5000])
+            if edge_rows:
+                self.identity.after_edges(conn, start, bulk=bulk)
+            if reviews:
+                report.review += self._open_candidates(conn, reviews, bulk=bulk)
+        step("linking", len(pairs), len(pairs))
+
+    def _profiles_of(self, people: set[str], conn: Any) -> dict[str, str]:
+        """subject -> profile id of every member of the profiles ``people`` belong to."""
+        pids: set[str] = set()
+        ids = sorted(people)
+        for k in range(0, len(ids), CHUNK):
+            pids.update(
+                conn.execute(
+                    select(profile_subjects.c.profile_id).where(profile_subjects.c.subject_id.in_(ids[k : k + CHUNK]))
+                ).scalars()
+            )
+        out: dict[str, str] = {}
+        plist = sorted(pids)
+        for k in range(0, len(plist), CHUNK):
+            out.update(
+                conn.execute(
+                    select(profile_subjects.c.subject_id, profile_subjects.c.profile_id).where(
+                        profile_subjects.c.profile_id.in_(plist[k : k + CHUNK])
+                    )
+                ).all()
+            )
+        return out
+
+    def _limited(self, subject_ids: set[str] | None, conn: Any, limits: dict[str, int]) -> dict[str, dict[str, int]]:
+        """Per subject, how many identifiers of each limited type it holds (None: every subject)."""
+        if not limits:
+            return {}
+        out: dict[str, dict[str, int]] = {}
+        base = select(identifiers.c.subject_id, identifiers.c.id_type).where(identifiers.c.id_type.in_(sorted(limits)))
+        queries = (
+            [base]
+            if subject_ids is None
+            else [
+                base.where(identifiers.c.subject_id.in_(chunk))
+                for chunk in (sorted(subject_ids)[k : k + CHUNK] for k in range(0, len(subject_ids), CHUNK))
+            ]
+        )
+        for q in queries:
+            for sid, t in conn.execute(q):
+                per = out.setdefault(sid, {})
+                per[t] = per.get(t, 0) + 1
+        return out
+
+    def _logged(self, conn: Any, what: str, ends: set[tuple[str, str]] | None) -> set[tuple[str, str]]:
+        """(a_pid, b_pid) of probabilistic edges (``edges``, any state) or candidate reviews already
+        recorded. ``ends`` (None: all): for edges, the first ends as (type, pseudonym), looked up through
+        the index that (a_type, a_pid) leads; for reviews, (subject, "") pairs, through a_subject's index."""
+        found: set[tuple[str, str]] = set()
+        if what == "edges":
+            e = identity_edges.c
+            base = select(e.a_pid, e.b_pid).where(e.rule == "probabilistic")
+            if ends is None:
+                queries = [base]
+            else:
+                by_type: dict[str, list[str]] = {}
+                for t, p in ends:
+                    by_type.setdefault(t, []).append(p)
+                queries = [
+                    base.where(and_(e.a_type == t, e.a_pid.in_(pids[k : k + CHUNK])))
+                    for t, pids in by_type.items()
+                    for k in range(0, len(pids), CHUNK)
+                ]
+        else:
+            r = identity_reviews.c
+            base = select(r.a_pid, r.b_pid).where(r.kind == "candidate")
+            subjects = sorted({s for s, _ in ends}) if ends is not None else []
+            queries = (
+                [base]
+                if ends is None
+                else [base.where(r.a_subject.in_(subjects[k : k + CHUNK])) for k in range(0, len(subjects), CHUNK)]
+            )
+        for q in queries:
+            found.update((x, y) for x, y in conn.execute(q))
+        return found
+
+    def _open_candidates(
+        self, conn: Any, items: list[tuple[tuple[str, str], tuple[str, str], str, str, float, str]], *, bulk: bool
+    ) -> int:
+        """Queue grey-zone and refused matches for review, once per pair."""
+        known = self._logged(conn, "reviews", None if bulk else {(a, "") for _, _, a, *_ in items})
         rows = []
-        for na, nb, a, b, p in items:
+        ts = now_ms()
+        for na, nb, a, b, p, reason in items:
             if (na[1], nb[1]) in known:
                 continue
             known.add((na[1], nb[1]))
@@ -354,13 +439,13 @@ class Resolver:
                     "a_subject": a,
                     "b_subject": b,
                     "score": p,
-                    "reason": f"probabilistic match {p:.3f}, below the threshold {self.threshold}",
+                    "reason": reason[:300],
                     "state": "open",
-                    "created_ms": now_ms(),
+                    "created_ms": ts,
                 }
             )
-        if rows:
-            conn.execute(identity_reviews.insert(), rows)
+        for i in range(0, len(rows), 5000):
+            conn.execute(identity_reviews.insert(), rows[i : i + 5000])
         return len(rows)
 
     # -- incremental ---------------------------------------------------------------------------
@@ -373,31 +458,37 @@ class Resolver:
         if model is None or not subject_ids:
             return report
         pairs: list[tuple[str, str, float]] = []
+        seen: dict[str, dict[str, Any]] = {}  # candidates' records: the clusters' evidence below
         with self.store.engine.connect() as conn:
             new = self.records(subject_ids, conn)
             report.records = len(new)
             for sid, rec in new.items():
                 hashes = [self.vault.pseudonym("match_key", k) for k in set(blocking_keys(rec))]
+                # the candidates sharing the most blocking keys first: a block grows with the store,
+                # and decrypting every member of a large one is what made linking slow
                 cands = (
-                    set(
-                        conn.execute(
-                            select(match_keys.c.subject_id)
-                            .where(match_keys.c.key_hash.in_(hashes))
-                            .limit(MAX_CANDIDATES * 4)
-                        ).scalars()
-                    )
+                    [
+                        other
+                        for other, _n in conn.execute(
+                            select(match_keys.c.subject_id, func.count())
+                            .where(and_(match_keys.c.key_hash.in_(hashes), match_keys.c.subject_id != sid))
+                            .group_by(match_keys.c.subject_id)
+                            .order_by(func.count().desc(), match_keys.c.subject_id)
+                            .limit(MAX_CANDIDATES)
+                        )
+                    ]
                     if hashes
-                    else set()
+                    else []
                 )
-                cands.discard(sid)
                 if not cands:
                     continue
-                cand_recs = self.records(sorted(cands)[:MAX_CANDIDATES], conn)
+                cand_recs = self.records(cands, conn)
+                seen.update(cand_recs)
                 for other, p in model.score(rec, list(cand_recs.values())):
                     if p >= self.review_threshold:
                         pairs.append((sid, other, p))
         report.pairs_scored = len(pairs)
-        self._apply(pairs, actor, report, lambda *_: None)
+        self._apply(pairs, actor, report, lambda *_: None, {**new, **seen}, bulk=False)
         with self.store.write() as conn:
             self._store_keys(conn, new)
         return report

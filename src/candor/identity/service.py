@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import and_, delete, or_, select, update
 
 from candor import audit
-from candor.identity.graph import HELD, Edge, Node, Outcome, Rules, decide
+from candor.identity.graph import HELD, Edge, MemorySource, Node, Outcome, Rules, decide
 from candor.identity.graph import update as graph_update
 from candor.store import Store, now_ms
 from candor.store.schema import (
@@ -35,6 +35,8 @@ CHUNK = 500
 E = identity_edges.c
 # bumped whenever a split moves identifiers between subjects: writers then drop their caches
 REHOME_MARK = "rehome"
+# set while a bulk import has deferred profile updates (Ingestor.settle_profiles); left by a crash
+PENDING_MARK = "profiles_pending"
 
 
 class IdentityError(Exception):
@@ -153,6 +155,66 @@ class SqlSource:
         return members
 
 
+class BulkSource(MemorySource):
+    """The whole edge log read into memory in one scan, for updates that touch most of the graph.
+
+    A bulk resolution touches nearly every subject: the closure replay through :class:`SqlSource`
+    would ask the store thousands of small questions (edges, neighbour counts, limits, profiles of
+    500 subjects at a time). Here each table is read once; the rules and the replay are the same
+    (identity/graph.py), so the outcome is the one an incremental update or a rebuild would give.
+    """
+
+    def __init__(self, conn: Any, rules: Rules, *, trust_flags: bool = True) -> None:
+        self.conn = conn
+        self.rules = rules
+        self.trust_flags = trust_flags
+        names: dict[str, str] = {}  # one string object per pseudonym and subject id: less memory
+        edges: list[Edge] = []
+        db_states: dict[int, str] = {}
+
+        def one(v: str | None) -> str:
+            v = v or ""
+            return names.setdefault(v, v)
+
+        for row in conn.execute(select(*EDGE_COLUMNS)):
+            a, b = (one(row.a_type), one(row.a_pid)), (one(row.b_type), one(row.b_pid))
+            edges.append(
+                Edge(row.id, a, b, one(row.a_subject), one(row.b_subject), row.rule, row.removed_ms is not None)
+            )
+            db_states[row.id] = row.state
+        counts: dict[str, dict[str, int]] = {}
+        if rules.limits:
+            q = select(identifiers.c.subject_id, identifiers.c.id_type, identifiers.c.pseudonym).where(
+                identifiers.c.id_type.in_(sorted(rules.limits))
+            )
+            seen: set[tuple[str, str, str]] = set()
+            for sid, t, p in conn.execute(q):
+                if (sid, t, p) not in seen:
+                    seen.add((sid, t, p))
+                    per = counts.setdefault(one(sid), {})
+                    per[t] = per.get(t, 0) + 1
+        super().__init__(edges, counts)
+        self.states = db_states
+        self.profile_of = {
+            one(s): one(p)
+            for s, p in conn.execute(select(profile_subjects.c.subject_id, profile_subjects.c.profile_id))
+        }
+        self.flags: dict[Node, int] = {}
+        if trust_flags:
+            for t, p, n in conn.execute(
+                select(identity_flags.c.id_type, identity_flags.c.pseudonym, identity_flags.c.neighbours)
+            ):
+                self.flags[(t, p)] = n
+
+    def neighbour_counts(self, nodes: set[Node]) -> dict[Node, dict[str, int]]:
+        known = {n: {"*": self.flags[n]} for n in nodes if n in self.flags}
+        return known | super().neighbour_counts({n for n in nodes if n not in known})
+
+    def before(self, subjects: set[str]) -> dict[str, str]:
+        """The stored profile of each of ``subjects`` that has one (as read at the start)."""
+        return {s: self.profile_of[s] for s in subjects if s in self.profile_of}
+
+
 def identity_rules(settings: Any) -> Rules:
     """The graph's guards from the settings (CANDOR_IDENTITY_*)."""
     return Rules(
@@ -173,31 +235,64 @@ class Identity:
         self.on_change = on_change
 
     # -- incremental ---------------------------------------------------------------------------
-    def after_edges(self, conn: Any, subjects: set[str], *, trust_flags: bool = True) -> Outcome:
-        """Recompute the profiles reachable from ``subjects`` and store the outcome (same transaction)."""
-        source = SqlSource(conn, self.rules, trust_flags=trust_flags)
+    def after_edges(self, conn: Any, subjects: set[str], *, trust_flags: bool = True, bulk: bool = False) -> Outcome:
+        """Recompute the profiles reachable from ``subjects`` and store the outcome (same transaction).
+
+        ``bulk``: read the whole log into memory first (:class:`BulkSource`), for updates that touch
+        a large share of the graph (a full resolution); the outcome is the same either way."""
+        source: SqlSource | BulkSource = (
+            BulkSource(conn, self.rules, trust_flags=trust_flags)
+            if bulk
+            else SqlSource(conn, self.rules, trust_flags=trust_flags)
+        )
         outcome = graph_update(source, {s for s in subjects if s}, self.rules)
         self._store(conn, source, outcome)
         return outcome
 
-    def _store(self, conn: Any, source: SqlSource, outcome: Outcome) -> None:
+    def mark_pending(self, conn: Any) -> None:
+        """Record that profiles wait for a deferred update (same transaction as the edges)."""
+        stmt = self.store.insert(identity_jobs)
+        stmt = stmt.on_conflict_do_update(index_elements=["name"], set_={"updated_ms": stmt.excluded.updated_ms})
+        conn.execute(stmt, {"name": PENDING_MARK, "state": "{}", "updated_ms": now_ms()})
+
+    def clear_pending(self, conn: Any) -> None:
+        conn.execute(delete(identity_jobs).where(identity_jobs.c.name == PENDING_MARK))
+
+    def settle_interrupted(self, *, actor: str = "system") -> bool:
+        """A deferred import that never settled (a crash) left profiles behind its edges: rebuild them
+        by a full replay. True when there was one."""
+        with self.store.engine.connect() as conn:
+            found = conn.execute(select(identity_jobs.c.name).where(identity_jobs.c.name == PENDING_MARK)).scalar()
+        if found is None:
+            return False
+        self.rebuild(actor=actor)
+        with self.store.write() as conn:
+            self.clear_pending(conn)
+        return True
+
+    def _store(self, conn: Any, source: SqlSource | BulkSource, outcome: Outcome) -> None:
         before: dict[str, str] = {}
-        for chunk in _chunks(outcome.subjects):
-            before.update(
-                conn.execute(
-                    select(profile_subjects.c.subject_id, profile_subjects.c.profile_id).where(
-                        profile_subjects.c.subject_id.in_(chunk)
-                    )
-                ).all()
-            )
+        if isinstance(source, BulkSource):
+            before = source.before(outcome.subjects)
+        else:
+            for chunk in _chunks(outcome.subjects):
+                before.update(
+                    conn.execute(
+                        select(profile_subjects.c.subject_id, profile_subjects.c.profile_id).where(
+                            profile_subjects.c.subject_id.in_(chunk)
+                        )
+                    ).all()
+                )
         sizes = Counter(outcome.profile_of.values())
         after = {s: p for s, p in outcome.profile_of.items() if sizes[p] > 1}
         if before != after:
-            for chunk in _chunks(outcome.subjects):
+            # only the rows that change: a bulk update moves a share of a million subjects
+            gone = [s for s, p in before.items() if after.get(s) != p]
+            for chunk in _chunks(gone):
                 conn.execute(delete(profile_subjects).where(profile_subjects.c.subject_id.in_(chunk)))
-            rows = [{"subject_id": s, "profile_id": p} for s, p in after.items()]
-            for chunk in _chunks(rows):
-                conn.execute(profile_subjects.insert(), chunk)
+            rows = [{"subject_id": s, "profile_id": p} for s, p in after.items() if before.get(s) != p]
+            for i in range(0, len(rows), 5000):
+                conn.execute(profile_subjects.insert(), rows[i : i + 5000])
         changed: dict[str, list[int]] = {}
         for edge_id, state in outcome.states.items():
             if source.states.get(edge_id) != state:
@@ -563,10 +658,8 @@ class Identity:
     def rebuild(self, *, actor: str = "system") -> dict[str, int]:
         """Replay the whole edge log: profiles, edge states and supernode flags from scratch."""
         with self.store.write() as conn:
-            source = SqlSource(conn, self.rules, trust_flags=False)
-            edges = [_edge(r) for r in conn.execute(select(*EDGE_COLUMNS).order_by(E.id))]
-            for r in conn.execute(select(E.id, E.state)):
-                source.states[r.id] = r.state
+            source = BulkSource(conn, self.rules, trust_flags=False)
+            edges = sorted(source.edges.values(), key=lambda e: e.id)
             subjects = {s for e in edges for s in (e.a_subject, e.b_subject) if s}
             nodes = {n for e in edges if not e.removed for n in (e.a, e.b)}
             counts = source.neighbour_counts(nodes)
@@ -574,6 +667,7 @@ class Identity:
             outcome = decide(subjects, edges, flags, source.limited_counts(subjects), self.rules)
             conn.execute(delete(profile_subjects))
             conn.execute(delete(identity_flags))
+            source.profile_of = {}  # deleted above: every profile row is written again
             self._store(conn, source, outcome)
             audit.record(conn, actor, "identity.rebuild", details={"edges": len(edges), "subjects": len(subjects)})
         sizes = Counter(outcome.profile_of.values())

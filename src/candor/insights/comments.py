@@ -24,6 +24,7 @@ from sqlalchemy import select
 
 from candor import audit
 from candor.detect import redact_text
+from candor.engines import DuckDBEngine
 from candor.insights import privacy, views
 from candor.insights.reports import SURVEY_EVENT, InsightError, _int, _ms
 from candor.store import now_ms
@@ -65,7 +66,7 @@ class Comments:
             f"JOIN main.events x ON x.id = e.id AND x.subject_id = p.subject_id "
             f"WHERE e.type = 'track' AND e.event = $event AND e.ts_ms >= $since AND e.ts_ms < $until AND {key} = $g"
         )
-        con = self.rt.analytics.connect(tables=views.READS)
+        con = DuckDBEngine(self.rt.settings).workspace(self.rt.analytics, tables=views.READS)
         try:
             views.install(
                 con,

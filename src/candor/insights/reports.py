@@ -5,8 +5,9 @@ Each insight is SQL over the views of views.py (the contract) followed by the sa
 1. check the request (event names that exist, a non-empty period, known segments, k at or above the
    floor, a budget within the limits) — a bad request raises ``InsightError`` before anything runs;
 2. with ``dp``, charge the privacy budget (dp.py) — refused, nothing is computed;
-3. run the SQL on DuckDB over the analytics store (only profiles with ``analytics`` consent are in
-   the views), build the tables of cells;
+3. run the SQL on the engine (DuckDB, or Spark with ``--engine spark``; candor.engines) over the
+   analytics store (only profiles with ``analytics`` consent are in the views), build the tables of
+   cells; everything after this step is the same whichever engine ran it;
 4. with ``dp``, add noise to every count, sum and mean;
 5. suppress small cells (privacy.py) and say how many were suppressed.
 
@@ -138,6 +139,15 @@ class Insights:
         self.k_default = s.insights_min_profiles
         self.channels = views.parse_source_channels(s.source_channels)
         self.ledger = dpmod.Ledger(rt.store, s.dp_epsilon_per_month, s.dp_epsilon_per_request)
+        # where the SQL runs: None is DuckDB; a candor.engines engine (``--engine spark``) otherwise
+        self.engine: Any = None
+
+    def workspace(self) -> Any:
+        """A workspace over the analytics lake on this service's engine (candor.engines)."""
+        from candor.engines import DuckDBEngine
+
+        engine = self.engine if self.engine is not None else DuckDBEngine(self.rt.settings)
+        return engine.workspace(self.rt.analytics, tables=views.READS)
 
     # request checks
     def request(self, insight: str, params: Any) -> Request:
@@ -215,7 +225,7 @@ class Insights:
             )
 
         builder = BUILDERS[req.insight]
-        con = self.rt.analytics.connect(tables=views.READS)
+        con = self.workspace()
         try:
             setup(con)
             builder.check(self, con, req)

@@ -129,28 +129,37 @@ def install(
     analytics_purpose: Any,
     segments: Iterable[tuple[str, list[str]]] = (),
 ) -> None:
-    """Create the five views on a DuckDB connection from ``Analytics.connect`` (events, subjects, ...)."""
-    con.execute(
-        "CREATE TEMP VIEW ins_profiles AS SELECT s.subject_id, coalesce(ps.profile_id, s.subject_id) AS profile_id "
+    """Create the five views in a workspace (candor.engines: DuckDB or Spark) over the analytics lake.
+
+    The same statements on either engine; only ``ins_allowed`` is computed on DuckDB in both cases (the
+    consent decision reads the store's ledger, which is small, with DuckDB-only SQL) and handed over."""
+    import pyarrow as pa
+
+    con.view(
+        "ins_profiles",
+        "SELECT s.subject_id, coalesce(ps.profile_id, s.subject_id) AS profile_id "
         "FROM main.subjects s LEFT JOIN main.profile_subjects ps ON ps.subject_id = s.subject_id "
-        "WHERE s.state <> 'erased'"
+        "WHERE s.state <> 'erased'",
     )
     # consent: the resolver's SQL twin at profile level, for the analytics purpose (tested against can_use)
-    profile_level(con)
-    con.execute(
-        f"CREATE TEMP TABLE ins_allowed AS SELECT person AS profile_id FROM ({allowed_sql(analytics_purpose)})",
-        {"now": now, "default_j": default_jurisdiction},
-    )
-    con.execute("SET search_path = 'main'")
-    con.execute(
-        "CREATE TEMP VIEW ins_events AS SELECT p.profile_id, e.id, e.type, e.event, e.ts_ms, "
+    with con.store_duckdb() as duck:
+        profile_level(duck)
+        allowed = duck.execute(
+            f"SELECT DISTINCT person AS profile_id FROM ({allowed_sql(analytics_purpose)})",
+            {"now": now, "default_j": default_jurisdiction},
+        ).to_arrow_table()
+        duck.execute("SET search_path = 'main'")
+    con.register("ins_allowed", allowed.cast(pa.schema([("profile_id", pa.string())])))
+    con.view(
+        "ins_events",
+        "SELECT p.profile_id, e.id, e.type, e.event, e.ts_ms, "
         f"{channel_sql(source_channels)} AS channel, e.campaign, e.revenue, e.properties "
         "FROM main.events e JOIN ins_profiles p ON p.subject_id = e.subject_id "
-        "JOIN ins_allowed a ON a.profile_id = p.profile_id"
+        "JOIN ins_allowed a ON a.profile_id = p.profile_id",
     )
     skip = ", ".join(_lit(n) for n in NOT_TOUCHPOINTS)
-    con.execute(
-        "CREATE TEMP VIEW ins_touchpoints AS "
+    con.view(
+        "ins_touchpoints",
         "SELECT profile_id, ts_ms, channel, campaign, 'event' AS kind, event FROM ins_events "
         f"WHERE type NOT IN ('identify', 'alias', 'group') AND coalesce(event, '') NOT IN ({skip}) "
         "UNION ALL "
@@ -162,14 +171,13 @@ def install(
         "SELECT p.profile_id, g.ts_ms, c.channel, c.name AS campaign, 'engagement' AS kind, NULL AS event "
         "FROM main.engagements g JOIN main.campaigns c ON c.id = g.campaign_id "
         "JOIN ins_profiles p ON p.subject_id = g.subject_id JOIN ins_allowed a ON a.profile_id = p.profile_id "
-        "WHERE g.kind IN ('open', 'click')"
+        "WHERE g.kind IN ('open', 'click')",
     )
-    con.execute("CREATE TEMP TABLE ins_segments (segment VARCHAR, profile_id VARCHAR)")
     rows = [(name, pid) for name, members in segments for pid in members]
-    if rows:
-        import pyarrow as pa
-
-        table = pa.table({"segment": [r[0] for r in rows], "profile_id": [r[1] for r in rows]})
-        con.register("ins_segments_in", table)
-        con.execute("INSERT INTO ins_segments SELECT segment, profile_id FROM ins_segments_in")
-        con.unregister("ins_segments_in")
+    con.register(
+        "ins_segments",
+        pa.table(
+            {"segment": [r[0] for r in rows], "profile_id": [r[1] for r in rows]},
+            schema=pa.schema([("segment", pa.string()), ("profile_id", pa.string())]),
+        ),
+    )
