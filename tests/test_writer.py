@@ -30,7 +30,7 @@ text = st.text(max_size=20)
 opt_text = st.none() | text
 ident = st.tuples(st.sampled_from(["user_id", "anonymous_id", "email", "record"]), text)
 json_value = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.floats(allow_nan=False) | text,
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.floats(allow_nan=False, allow_infinity=False) | text,
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(text, inner, max_size=3),
     max_leaves=8,
 )
