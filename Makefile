@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 CUSTOMERS ?= 500
+# processes the test suite runs on (pytest-xdist); TEST_WORKERS=0 runs it in one process
+TEST_WORKERS ?= 2
 export CANDOR_DATA_DIR ?= ./candor-data
 
 .PHONY: run test install install-dev lint typecheck bench clean
@@ -37,7 +39,7 @@ run: install
 test: install-dev
 	$(BIN)/ruff check src tests $(wildcard bench)
 	$(BIN)/mypy
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal
 
 lint: install-dev
 	$(BIN)/ruff check src tests $(wildcard bench)
