@@ -30,6 +30,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from candor.identity import fastscore
 from candor.normalize import is_junk
 
 __all__ = ["FIELDS", "MatchingError", "Model", "blocking_keys", "normalise_record"]
@@ -761,6 +762,7 @@ class Model:
         self._lock = threading.Lock()
         self._score_con: duckdb.DuckDBPyConnection | None = None
         self._score_sql: str | None = None
+        self._scorer: fastscore.Scorer | None = None  # the SQL's Python twin, when it has one
 
     @property
     def probability_two_random_records_match(self) -> float:
@@ -901,16 +903,18 @@ class Model:
 
         con = _connect()
         dummy = dict.fromkeys(_SCHEMA.names, "x")
+        settings = _without_tf(self._settings)
         with _quiet_splink():
             api = _db_api(con)
             out = compare_records(
                 pa.Table.from_pylist([dummy], schema=_SCHEMA),
                 pa.Table.from_pylist([dummy], schema=_SCHEMA),
-                _without_tf(self._settings),
+                settings,
                 api,
             )
         sql = out.sql_used_to_create
         con.close()
+        self._scorer = fastscore.build(settings, sql)
         found = re.findall(r"__splink__compare_records_(left|right)_([A-Za-z0-9]+)", sql)
         for side, uid in set(found):
             sql = sql.replace(f"__splink__compare_records_{side}_{uid}", f"candor_score_{side}")
@@ -923,25 +927,33 @@ class Model:
         """Match probability of ``record`` against each candidate: (candidate record_id, probability),
         most probable first.
 
-        For incremental linking, with candidates found through ``blocking_keys``. One in-memory
-        DuckDB connection and one SQL statement are reused across calls (thread-safe, serialised).
+        For incremental linking, with candidates found through ``blocking_keys``. The comparison levels
+        are evaluated in Python (``fastscore``, with the weights read from Splink's SQL for this model);
+        a model with a level that has no Python twin runs that SQL on one in-memory DuckDB connection,
+        reused across calls (thread-safe, serialised).
         Term-frequency adjustments are omitted here: they need the frequencies of values, which a
         saved model does not hold; exact matches on first name, last name and city score at their
         average weight.
         """
         if not candidates:
             return []
-        left = normalise_record(record)
-        left.setdefault("record_id", "")
-        right_rows = []
+        left = dict(zip(_SCHEMA.names, _feature_row({"record_id": "", **normalise_record(record)}), strict=True))
+        rights = []
         for position, candidate in enumerate(candidates):
             if candidate.get("record_id") is None:
                 raise MatchingError(f"candidate at position {position} has no record_id; every candidate needs one")
-            right_rows.append(_feature_row(normalise_record(candidate)))
-        left_table = pa.Table.from_arrays([pa.array([v], pa.string()) for v in _feature_row(left)], schema=_SCHEMA)
-        right_table = pa.Table.from_arrays(
-            [pa.array(column, pa.string()) for column in zip(*right_rows, strict=True)], schema=_SCHEMA
-        )
+            rights.append(dict(zip(_SCHEMA.names, _feature_row(normalise_record(candidate)), strict=True)))
+        with self._lock:
+            self._score_setup()
+            scorer = self._scorer
+        if scorer is not None:  # the comparisons evaluated in Python: no SQL planning per call
+            return scorer.score(left, rights)
+        return self._score_sql_rows(left, rights)
+
+    def _score_sql_rows(self, left: Mapping[str, Any], rights: Sequence[Mapping[str, Any]]) -> list[tuple[str, float]]:
+        """``score`` through Splink's SQL on DuckDB (what the Python twin must equal)."""
+        left_table = pa.Table.from_pylist([dict(left)], schema=_SCHEMA)
+        right_table = pa.Table.from_pylist([dict(r) for r in rights], schema=_SCHEMA)
         with self._lock:
             con, sql = self._score_setup()
             con.register("candor_score_left", left_table)
@@ -960,3 +972,4 @@ class Model:
                 self._score_con.close()
             self._score_con = None
             self._score_sql = None
+            self._scorer = None
