@@ -82,10 +82,17 @@ class Analytics:
     the analytics store (Parquet, lake.py) instead of the store's events table."""
 
     def __init__(
-        self, store: Store, threads: int = 2, lake_dir: Path | None = None, journal: Path | None = None
+        self,
+        store: Store,
+        threads: int = 2,
+        lake_dir: Path | None = None,
+        journal: Path | None = None,
+        cache_bytes: int = 0,
     ) -> None:
         self.store = store
         self.threads = threads
+        # Arrow copies of the SQLite store's tables, kept while unchanged (TableCache); 0: none
+        self.cache = TableCache(cache_bytes) if cache_bytes > 0 and store.is_sqlite else None
         # bring the analytics store up to date before each query (off: only the schedule refreshes it)
         self.refresh_before_query = True
         self.lake: Lake | None = None
@@ -132,7 +139,7 @@ class Analytics:
             if files is not None:
                 con.execute(f"CREATE VIEW events AS {events_view(files)}")
             if self.store.is_sqlite:
-                load_sqlite_tables(self.store, con, from_store)
+                load_sqlite_tables(self.store, con, from_store, self.cache)
             else:
                 self.attach(con)
                 prefix = self._prefix()
@@ -209,9 +216,51 @@ def sqlite_batches(conn: Any, sql: str, size: int = 100_000) -> Iterator[list[tu
         cur.close()
 
 
-def load_sqlite_tables(store: Store, con: duckdb.DuckDBPyConnection, names: Iterable[str]) -> None:
+class TableCache:
+    """Arrow copies of SQLite store tables, each kept while the table's version counter is unchanged.
+
+    Migration 0015 gives every table of ``TABLES`` (events aside) triggers that bump ``markers``
+    ``v:<table>`` on each insert, update and delete, in the writing transaction, whoever writes. The
+    counter is read in the same read transaction as the rows, so a cached copy is exactly the rows of
+    that version: an erasure, a restriction or a merge changes the counter and the next query reads
+    the table afresh. A table without a counter is never cached. Least recently used copies are
+    dropped above ``limit_bytes``."""
+
+    def __init__(self, limit_bytes: int) -> None:
+        import threading
+
+        self.limit_bytes = limit_bytes
+        self._tables: dict[str, tuple[int, Any]] = {}  # name -> (version, pyarrow.Table), oldest first
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.loads = 0
+
+    def get(self, name: str, version: int | None) -> Any:
+        with self._lock:
+            entry = self._tables.get(name)
+            if entry is None or version is None or entry[0] != version:
+                return None
+            self._tables[name] = self._tables.pop(name)  # most recently used last
+            self.hits += 1
+            return entry[1]
+
+    def put(self, name: str, version: int | None, table: Any) -> None:
+        with self._lock:
+            self.loads += 1
+            self._tables.pop(name, None)
+            if version is None or table.nbytes > self.limit_bytes:
+                return
+            self._tables[name] = (version, table)
+            while sum(t.nbytes for _, t in self._tables.values()) > self.limit_bytes:
+                self._tables.pop(next(iter(self._tables)))
+
+
+def load_sqlite_tables(
+    store: Store, con: duckdb.DuckDBPyConnection, names: Iterable[str], cache: TableCache | None = None
+) -> None:
     """Views ``names`` on ``con`` holding the rows of those store tables, read through the process's
-    own SQLite (SQLAlchemy) in one read transaction, so they are one consistent snapshot."""
+    own SQLite (SQLAlchemy) in one read transaction, so they are one consistent snapshot. With a
+    ``cache``, a table whose version counter has not moved since it was last read is not read again."""
     import pyarrow as pa
 
     from candor.store.schema import metadata
@@ -220,15 +269,24 @@ def load_sqlite_tables(store: Store, con: duckdb.DuckDBPyConnection, names: Iter
     if not names:
         return
     with store.engine.connect() as conn, conn.begin():
+        versions: dict[str, int] = {}
+        if cache is not None:
+            keys = ", ".join("'v:" + _quote(n) + "'" for n in names)
+            for batch in sqlite_batches(conn, f"SELECT name, value FROM markers WHERE name IN ({keys})"):
+                versions.update({k[2:]: int(v) for k, v in batch})
         for name in names:
             table = metadata.tables[name]
             types = [(c.name, *_duck_type(c)) for c in table.columns]
-            cols = ", ".join('"' + c + '"' for c, _, _ in types)
-            data: list[list[Any]] = [[] for _ in types]
-            for batch in sqlite_batches(conn, f'SELECT {cols} FROM "{name}"'):
-                for i, col in enumerate(zip(*batch, strict=True)):
-                    data[i].extend(col)
-            arrow = pa.table({c: pa.array(v, type=at) for (c, _, at), v in zip(types, data, strict=True)})
+            arrow = cache.get(name, versions.get(name)) if cache is not None else None
+            if arrow is None:
+                cols = ", ".join('"' + c + '"' for c, _, _ in types)
+                data: list[list[Any]] = [[] for _ in types]
+                for batch in sqlite_batches(conn, f'SELECT {cols} FROM "{name}"'):
+                    for i, col in enumerate(zip(*batch, strict=True)):
+                        data[i].extend(col)
+                arrow = pa.table({c: pa.array(v, type=at) for (c, _, at), v in zip(types, data, strict=True)})
+                if cache is not None:
+                    cache.put(name, versions.get(name), arrow)
             con.register(f"_store_{name}", arrow)
             select = ", ".join(f'CAST("{c}" AS {dt}) AS "{c}"' for c, dt, _ in types)
             con.execute(f"CREATE VIEW {name} AS SELECT {select} FROM _store_{name}")

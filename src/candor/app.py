@@ -91,7 +91,12 @@ class Runtime:
         self.suppressions = Suppressions(self.store, self.vault, settings.default_phone_region)
         from candor.rights.erasure import JOURNAL
 
-        self.analytics = Analytics(self.store, lake_dir=settings.analytics_path, journal=settings.data_dir / JOURNAL)
+        self.analytics = Analytics(
+            self.store,
+            lake_dir=settings.analytics_path,
+            journal=settings.data_dir / JOURNAL,
+            cache_bytes=settings.analytics_cache_mb * 1024 * 1024,
+        )
         if settings.analytics_purge_engine == "spark" and self.analytics.lake is not None:
             from candor.engines import SparkEngine
 

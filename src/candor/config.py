@@ -98,6 +98,7 @@ class Settings:
     pii_phone_regions: str = field(default="US,GB,DE,FR,ES,IT,IN,BR", metadata={"env": "CANDOR_PII_PHONE_REGIONS"})
     analytics_dir: str = field(default="", metadata={"env": "CANDOR_ANALYTICS_DIR"})
     analytics_refresh_seconds: int = field(default=60, metadata={"env": "CANDOR_ANALYTICS_REFRESH_SECONDS"})
+    analytics_cache_mb: int = field(default=512, metadata={"env": "CANDOR_ANALYTICS_CACHE_MB"})
     insights_min_profiles: int = field(default=50, metadata={"env": "CANDOR_INSIGHTS_MIN_PROFILES"})
     source_channels: str = field(default="", metadata={"env": "CANDOR_SOURCE_CHANNELS"})
     dp_epsilon_per_month: float = field(default=1.0, metadata={"env": "CANDOR_DP_EPSILON_PER_MONTH"})
@@ -235,6 +236,8 @@ class Settings:
             parse_source_channels(self.source_channels)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        if self.analytics_cache_mb < 0:
+            raise ConfigError("CANDOR_ANALYTICS_CACHE_MB must be 0 (no cache) or more")
         if self.analytics_refresh_seconds < 0:
             raise ConfigError("CANDOR_ANALYTICS_REFRESH_SECONDS must be 0 (no schedule) or more")
         if self.body_timeout_seconds < 1:
