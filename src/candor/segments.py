@@ -521,6 +521,17 @@ class Compiled:
     root: Node  # references inlined
 
 
+def _extraction(c: _Compiler, path: tuple[str, ...]) -> str:
+    """A property read from each event's JSON; only from the events some aggregate reading it keeps
+    (every use of the column is inside a FILTER on one of those scopes), since parsing JSON is most of
+    a segment's cost."""
+    read = f"json_extract_string(e.properties, {c.bind(_json_path(path))})"
+    scopes = c.path_scopes.get(path, [None])
+    if any(s is None for s in scopes):
+        return read
+    return f"CASE WHEN {' OR '.join(f'({s})' for s in dict.fromkeys(scopes))} THEN {read} END"
+
+
 def _json_path(path: tuple[str, ...]) -> str:
     # every part matched KEY (letters, digits, _): quoting cannot be escaped from
     return "$." + ".".join(f'"{p}"' for p in path)
@@ -531,6 +542,8 @@ class _Compiler:
         self.now = now
         self.params: dict[str, Any] = {}
         self.paths: dict[tuple[str, ...], str] = {}
+        # per property path: the scopes of the aggregates that read it (None: one reads it everywhere)
+        self.path_scopes: dict[tuple[str, ...], list[str | None]] = {}
         self.sql_leaves: dict[SqlLeaf, int] = {}
         self.py_leaves: dict[PyLeaf, int] = {}
         self.aggs: list[str] = []
@@ -542,9 +555,11 @@ class _Compiler:
         self.params[name] = value
         return f"${name}"
 
-    def column(self, path: tuple[str, ...]) -> str:
+    def column(self, path: tuple[str, ...], scope: str | None) -> str:
+        """The column holding property ``path``, read by an aggregate filtered on ``scope``."""
         if path not in self.paths:
             self.paths[path] = f"x{len(self.paths)}"
+        self.path_scopes.setdefault(path, []).append(scope or None)
         return self.paths[path]
 
     def scope(self, event: str | None, etype: str | None, since: int | None) -> list[str]:
@@ -585,9 +600,9 @@ class _Compiler:
             return f"l{self.sql_leaves[node]}"
         raise AssertionError(f"unexpected node {type(node).__name__}")  # references are inlined before
 
-    def revenue(self) -> str:
+    def revenue(self, scope: str | None) -> str:
         """An event's revenue: properties.revenue, else total (as the analytics store's revenue column)."""
-        r, t = self.column(("revenue",)), self.column(("total",))
+        r, t = self.column(("revenue",), scope), self.column(("total",), scope)
         return f"coalesce(TRY_CAST({r} AS DOUBLE), TRY_CAST({t} AS DOUBLE))"
 
     def leaf(self, node: SqlLeaf) -> None:
@@ -603,7 +618,7 @@ class _Compiler:
             scope = self.scope(node.purchase, "track", self.now - node.days * DAY_MS)
             self.scopes.append(" AND ".join(scope))
             cond = " AND ".join(scope)
-            rev = self.revenue()
+            rev = self.revenue(cond)
             self.aggs.append(
                 f"max(ts_ms) FILTER (WHERE {cond}) AS a{i}, count(*) FILTER (WHERE {cond}) AS n{i}, "
                 f"coalesce(sum(coalesce({rev}, 0)) FILTER (WHERE {cond}), 0) AS m{i}, "
@@ -631,7 +646,8 @@ class _Compiler:
         since = self.now - node.within_days * DAY_MS if node.within_days is not None else None
         scope = self.scope(node.event, node.type, since)
         self.scopes.append(" AND ".join(scope) if scope else None)
-        conds = scope + [self.match(self.column(path), values) for path, values in node.where]
+        joined = " AND ".join(scope) or None
+        conds = scope + [self.match(self.column(path, joined), values) for path, values in node.where]
         cond = " AND ".join(conds) or "TRUE"
         if node.metric == "count":
             agg, zero = "count(*)", "0"
@@ -639,7 +655,7 @@ class _Compiler:
             agg, zero = f"count(DISTINCT ts_ms // {DAY_MS})", "0"
         else:
             assert node.prop is not None
-            value = f"TRY_CAST({self.column(node.prop)} AS DOUBLE)"
+            value = f"TRY_CAST({self.column(node.prop, joined)} AS DOUBLE)"
             agg, zero = (f"sum({value})", "0.0") if node.metric == "sum" else (f"avg({value})", "NULL")
         self.aggs.append(f"{agg} FILTER (WHERE {cond}) AS a{i}")
         checks = " AND ".join(f"coalesce(a{i}, {zero}) {COMPARATORS[op]} {self.bind(v)}" for op, v in node.bounds)
@@ -669,9 +685,7 @@ def compile_sql(root: Node, now: int) -> Compiled:
         f"people AS (\n    SELECT profile_id{people_cols if py else ''} FROM prof GROUP BY profile_id\n)",
     ]
     if c.sql_leaves:
-        extract = "".join(
-            f", json_extract_string(e.properties, {c.bind(_json_path(p))}) AS {col}" for p, col in c.paths.items()
-        )
+        extract = "".join(f", {_extraction(c, p)} AS {col}" for p, col in c.paths.items())
         prefilter = ""
         if all(s is not None for s in c.scopes):
             prefilter = "\n    WHERE " + " OR ".join(f"({s})" for s in c.scopes)
