@@ -370,19 +370,23 @@ class Resolver:
         if not limits:
             return {}
         out: dict[str, dict[str, int]] = {}
-        base = select(identifiers.c.subject_id, identifiers.c.id_type).where(identifiers.c.id_type.in_(sorted(limits)))
+        cols = select(identifiers.c.subject_id, identifiers.c.id_type)
+        # for given subjects, through the subject index and the types filtered here: with the type in
+        # the WHERE clause SQLite takes the primary key (id_type, pseudonym) and reads every identifier
+        # of that type, a cost that grows with the store
         queries = (
-            [base]
+            [cols.where(identifiers.c.id_type.in_(sorted(limits)))]
             if subject_ids is None
             else [
-                base.where(identifiers.c.subject_id.in_(chunk))
+                cols.where(identifiers.c.subject_id.in_(chunk))
                 for chunk in (sorted(subject_ids)[k : k + CHUNK] for k in range(0, len(subject_ids), CHUNK))
             ]
         )
         for q in queries:
             for sid, t in conn.execute(q):
-                per = out.setdefault(sid, {})
-                per[t] = per.get(t, 0) + 1
+                if t in limits:
+                    per = out.setdefault(sid, {})
+                    per[t] = per.get(t, 0) + 1
         return out
 
     def _logged(self, conn: Any, what: str, ends: set[tuple[str, str]] | None) -> set[tuple[str, str]]:
