@@ -661,9 +661,7 @@ credit AS (
     FROM tp
     UNION ALL
     SELECT c.profile_id, c.id, c.revenue, '(direct)', 1.0, 1.0, 1.0, 1.0
-    FROM conv c WHERE NOT EXISTS (
-        SELECT 1 FROM ins_touchpoints t WHERE t.profile_id = c.profile_id AND t.ts_ms < c.ts_ms
-        AND t.ts_ms >= c.ts_ms - $win AND coalesce(t.event, '') <> $conversion)
+    FROM conv c WHERE NOT EXISTS (SELECT 1 FROM tp WHERE tp.conv_id = c.id)  -- no touchpoint in the window
 )
 SELECT grp, count(DISTINCT profile_id) AS profiles,
        sum(first_touch) AS first_touch, sum(last_touch) AS last_touch, sum(linear) AS linear,
