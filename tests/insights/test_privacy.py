@@ -250,3 +250,30 @@ async def test_an_exhausted_budget_is_a_409_with_its_code(make_settings: Any) ->
         r = await a.client.post("/v1/insights/rfm", json=body, headers=analyst)
         assert r.status_code == 409 and r.json()["error"]["code"] == "budget_exhausted"
         assert "tables" not in r.text
+
+
+def test_attribution_with_dp_caps_each_profiles_conversions(dp_settings: Settings) -> None:
+    """With differential privacy a profile's conversions beyond ``max_conversions`` give no credit (the
+    capped statement); without it every conversion counts (the statement without the cap's window)."""
+    rt = Runtime(dp_settings)
+    try:
+        w = W.build(rt, random.Random(6))
+        ok = W.allowed(rt, w)
+        per_profile: dict[str, int] = {}
+        for e in w.events:
+            if e.profile in ok and e.event == "Order Completed" and SINCE <= e.ts < UNTIL:
+                per_profile[e.profile] = per_profile.get(e.profile, 0) + 1
+        assert max(per_profile.values()) > 2  # the cap below binds
+        ask = {"since": SINCE, "until": UNTIL, "k": 11}
+        for dp, want in (
+            (None, sum(per_profile.values())),
+            ({"epsilon": 0.4, "max_conversions": 1}, len(per_profile)),
+            ({"epsilon": 0.4, "max_conversions": 2}, sum(min(n, 2) for n in per_profile.values())),
+        ):
+            _, tables = rt.insights.compute("attribution", {**ask, "dp": dp} if dp else ask, now=W.NOW)
+            total = next(c for t in tables for c in t.cells if c.total)
+            for m in ("first_touch", "last_touch", "linear", "time_decay"):
+                assert total.values[m] == pytest.approx(want, abs=1e-3), (dp, m)  # released rounded to 4 places
+        assert rt.insights.ledger.spent() == {}  # compute releases nothing, so charges nothing
+    finally:
+        rt.close()

@@ -670,6 +670,22 @@ SELECT grp, count(DISTINCT profile_id) AS profiles,
        sum(linear * revenue) AS linear_revenue, sum(time_decay * revenue) AS time_decay_revenue
 FROM credit GROUP BY grp
 """
+# without differential privacy no profile's conversions are capped: the same statement without the window
+ATTRIBUTION_SQL_UNCAPPED = ATTRIBUTION_SQL.replace(
+    """WITH conv AS (
+    SELECT profile_id, id, ts_ms, least(coalesce(revenue, 0), $cap) AS revenue FROM (
+        SELECT profile_id, id, ts_ms, revenue,
+               row_number() OVER (PARTITION BY profile_id ORDER BY ts_ms, id) AS r
+        FROM ins_events WHERE type = 'track' AND event = $conversion AND ts_ms >= $since AND ts_ms < $until) x
+    WHERE r <= $maxconv
+),""",
+    """WITH conv AS (
+    SELECT profile_id, id, ts_ms, least(coalesce(revenue, 0), $cap) AS revenue
+    FROM ins_events WHERE type = 'track' AND event = $conversion AND ts_ms >= $since AND ts_ms < $until
+        AND $maxconv > 0
+),""",
+)
+assert ATTRIBUTION_SQL_UNCAPPED != ATTRIBUTION_SQL
 MODELS = ("first_touch", "last_touch", "linear", "time_decay")
 
 
@@ -684,7 +700,7 @@ class Attribution(Builder):
 
     @staticmethod
     def sql(req: Request) -> list[str]:
-        return [ATTRIBUTION_SQL]
+        return [ATTRIBUTION_SQL if req.epsilon is not None else ATTRIBUTION_SQL_UNCAPPED]
 
     def build(self, ins: Insights, con: Any, req: Request) -> list[Table]:
         p = req.params
@@ -699,7 +715,7 @@ class Attribution(Builder):
             "cap": req.revenue_cap if dp_on else 1e300,
             "maxconv": req.max_conversions if dp_on else 2**62,
         }
-        rows = _fetch(con, ATTRIBUTION_SQL, params)
+        rows = _fetch(con, ATTRIBUTION_SQL if dp_on else ATTRIBUTION_SQL_UNCAPPED, params)
         got = {str(r[0]): r for r in rows}
         if dp_on:
             if p["by"] == "channel":
