@@ -138,11 +138,21 @@ def _copy_postgres(src: Store, dest: Store, progress: Progress) -> None:
         dest.engine.begin() as out,
     ):
         for n, table in enumerate(tables):
-            result = conn.execution_options(yield_per=CHUNK).execute(select(table))
-            for part in result.partitions():
-                out.execute(insert(table), [dict(r._mapping) for r in part])
-            result.close()
+            result = conn.execution_options(yield_per=CHUNK).execute(_rows_of(table))
+            try:
+                for part in result.partitions():
+                    out.execute(insert(table), [dict(r._mapping) for r in part])
+            finally:
+                result.close()
             progress("copying tables", n + 1, len(tables))
+
+
+def _rows_of(table: Any) -> Any:
+    """What a backup or a restore copies of ``table``: every row, except the SQLite-only table-version
+    counters (``v:<table>`` in ``markers``, migration 0015), which each SQLite store keeps for itself."""
+    if table.name == "markers":
+        return select(table).where(~table.c.name.startswith("v:"))
+    return select(table)
 
 
 def _describe_payload(path: Path, settings: Settings) -> dict[str, Any]:
@@ -482,11 +492,13 @@ def _install_postgres(payload: Path, target: Store, progress: Progress) -> None:
                     stmt = sql.SQL("COPY {} ({}) FROM STDIN").format(
                         sql.Identifier(table.name), sql.SQL(", ").join(sql.Identifier(c) for c in cols)
                     )
-                    result = rconn.execution_options(yield_per=CHUNK).execute(select(table))
-                    with cur.copy(stmt) as copy:
-                        for row in result:
-                            copy.write_row(tuple(row))
-                    result.close()
+                    result = rconn.execution_options(yield_per=CHUNK).execute(_rows_of(table))
+                    try:
+                        with cur.copy(stmt) as copy:
+                            for row in result:
+                                copy.write_row(tuple(row))
+                    finally:
+                        result.close()
                     progress("loading tables", n + 1, len(tables))
                 for table in tables:
                     for col in table.primary_key.columns:
