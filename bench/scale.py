@@ -42,8 +42,9 @@ RESULTS = HERE / "results"
 sys.path.insert(0, str(HERE))
 
 
-def _data() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_identity_data", HERE / "identity_data.py")
+def _bench_module(name: str) -> ModuleType:
+    """Another benchmark script of this directory (``bench/<name>.py``) as a module."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", HERE / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
@@ -69,7 +70,7 @@ def identity(args: argparse.Namespace) -> dict[str, Any]:
     from candor.engines import SparkEngine
     from candor.identity.matching import FIELDS, Model
 
-    data = _data()
+    data = _bench_module("identity_data")
     t = time.perf_counter()
     raw, truth = data.generate(args.records, seed=args.seed)
     records = [{k: r.get(k) for k in ("record_id", *FIELDS)} for r in raw]
@@ -105,22 +106,13 @@ def identity(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def _ingest_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_ingest", HERE / "ingest.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def ingest(args: argparse.Namespace) -> dict[str, Any]:
     """``bench/ingest.py`` (the same workload, client and checks) against ``candor serve --workers N``:
     on PostgreSQL for every N of ``--workers`` (each run in a fresh schema), and on SQLite for
     ``--sqlite-workers``; ratios to one PostgreSQL worker and to SQLite with the same worker count."""
     from sqlalchemy import create_engine, text
 
-    bench = _ingest_module()
+    bench = _bench_module("ingest")
     sep = "&" if "?" in args.pg_url else "?"
     runs: list[dict[str, Any]] = []
     setups = [("sqlite", n) for n in args.sqlite_workers] + [("postgres", n) for n in args.workers]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib
 import pathlib
 import re
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -227,8 +228,6 @@ class TableCache:
     dropped above ``limit_bytes``."""
 
     def __init__(self, limit_bytes: int) -> None:
-        import threading
-
         self.limit_bytes = limit_bytes
         self._tables: dict[str, tuple[int, Any]] = {}  # name -> (version, pyarrow.Table), oldest first
         self._lock = threading.Lock()

@@ -634,14 +634,23 @@ class Funnel(Builder):
 
 
 # attribution -----------------------------------------------------------------------------------------
-ATTRIBUTION_SQL = """
+# each profile's conversions: with differential privacy only the first $maxconv count (the contribution
+# bound); without it nothing is capped, so the window is not computed ($maxconv is still bound)
+_CONV_CAPPED = """
 WITH conv AS (
     SELECT profile_id, id, ts_ms, least(coalesce(revenue, 0), $cap) AS revenue FROM (
         SELECT profile_id, id, ts_ms, revenue,
                row_number() OVER (PARTITION BY profile_id ORDER BY ts_ms, id) AS r
         FROM ins_events WHERE type = 'track' AND event = $conversion AND ts_ms >= $since AND ts_ms < $until) x
     WHERE r <= $maxconv
-),
+),"""
+_CONV_ALL = """
+WITH conv AS (
+    SELECT profile_id, id, ts_ms, least(coalesce(revenue, 0), $cap) AS revenue
+    FROM ins_events WHERE type = 'track' AND event = $conversion AND ts_ms >= $since AND ts_ms < $until
+        AND $maxconv > 0
+),"""
+_ATTRIBUTION = """
 tp AS (
     SELECT c.profile_id, c.id AS conv_id, c.revenue, t.ts_ms, c.ts_ms - t.ts_ms AS age,
            coalesce(CASE WHEN $by = 'campaign' THEN t.campaign ELSE t.channel END, '(none)') AS grp,
@@ -670,22 +679,8 @@ SELECT grp, count(DISTINCT profile_id) AS profiles,
        sum(linear * revenue) AS linear_revenue, sum(time_decay * revenue) AS time_decay_revenue
 FROM credit GROUP BY grp
 """
-# without differential privacy no profile's conversions are capped: the same statement without the window
-ATTRIBUTION_SQL_UNCAPPED = ATTRIBUTION_SQL.replace(
-    """WITH conv AS (
-    SELECT profile_id, id, ts_ms, least(coalesce(revenue, 0), $cap) AS revenue FROM (
-        SELECT profile_id, id, ts_ms, revenue,
-               row_number() OVER (PARTITION BY profile_id ORDER BY ts_ms, id) AS r
-        FROM ins_events WHERE type = 'track' AND event = $conversion AND ts_ms >= $since AND ts_ms < $until) x
-    WHERE r <= $maxconv
-),""",
-    """WITH conv AS (
-    SELECT profile_id, id, ts_ms, least(coalesce(revenue, 0), $cap) AS revenue
-    FROM ins_events WHERE type = 'track' AND event = $conversion AND ts_ms >= $since AND ts_ms < $until
-        AND $maxconv > 0
-),""",
-)
-assert ATTRIBUTION_SQL_UNCAPPED != ATTRIBUTION_SQL
+ATTRIBUTION_SQL = _CONV_CAPPED + _ATTRIBUTION
+ATTRIBUTION_SQL_UNCAPPED = _CONV_ALL + _ATTRIBUTION
 MODELS = ("first_touch", "last_touch", "linear", "time_decay")
 
 
