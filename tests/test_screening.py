@@ -57,26 +57,80 @@ def test_special_and_never_stored_declarations() -> None:
     assert [(h.category, h.path) for h in out.held] == [("religion", "religion")]
 
 
+# values that matter to the screen: card numbers (plain, spaced, percent-encoded, as JSON numbers),
+# emails, phones, national ids, coordinates; and field names it knows (declared, personal by name)
+TRICKY = st.sampled_from(
+    [
+        "4111111111111111",
+        "4111 1111 1111 1111",
+        "card 4111%201111%201111%201111",
+        "ann@example.com",
+        "ann%40example.com",
+        "(312) 555-0123",
+        "078-05-1120",
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/126.0.0.0 Safari/537.36",
+        "192.168.10.20",
+    ]
+)
+KEYS = st.sampled_from(["email", "phone", "address", "name", "password", "lat", "religion", "sku", "note", "ip"])
 JSONISH = st.recursive(
     st.one_of(
-        st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=False), st.text(max_size=40)
+        st.none(),
+        st.booleans(),
+        st.integers(-(2**63), 2**63 - 1),
+        st.just(4111111111111111),
+        st.floats(allow_nan=False),
+        st.text(max_size=40),
+        TRICKY,
     ),
-    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=10), c, max_size=4),
+    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=10) | KEYS, c, max_size=4),
     max_leaves=15,
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(props=st.dictionaries(st.text(max_size=12), JSONISH, max_size=5))
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(props=st.dictionaries(st.text(max_size=12) | KEYS, JSONISH, max_size=5))
 def test_the_fast_look_never_skips_what_the_walk_would_change(props: dict[str, Any]) -> None:
-    s = screen()
+    from candor.screening import Screened
+
+    s = screen(Declaration("traits", "religion", "religion", None, 1))
     for scope in ("properties", "traits", "context"):
         if s._needs_walk(props, scope):
             continue
-        from candor.screening import Screened
-
-        walked = s._walk(props, scope, "", False, Screened({}, {}, {}), True)
+        out = Screened({}, {}, {})
+        walked = s._walk(props, scope, "", False, out, True)
         assert walked == props  # nothing to change, as the fast look said
+        assert not out.findings and not out.held and not out.sealed_properties
+
+
+def test_declared_fields_skip_the_walk_unless_they_carry_a_card_number() -> None:
+    s = screen()
+    traits = {"email": "ann@example.com", "phone": "(312) 555-0123", "address": {"street": "12 Main St"}}
+    assert not s._needs_walk(traits, "traits")  # declared: only a card number could change them
+    assert s._needs_walk({**traits, "address": {"street": "4111 1111 1111 1111"}}, "traits")
+    out = s.apply({}, {**traits, "address": {"street": "4111 1111 1111 1111"}}, {})
+    assert out.traits["address"] == {} and out.traits["email"] == "ann@example.com"
+    assert s._needs_walk({"note": "ann@example.com"}, "traits")  # undeclared: scanned
+
+
+@settings(max_examples=200, deadline=None)
+@given(texts=st.lists(st.text(max_size=30) | TRICKY, min_size=1, max_size=20))
+def test_remembered_pre_filter_verdicts_equal_fresh_ones(texts: list[str]) -> None:
+    scanner = Scanner(build_detectors())
+    first = [scanner.plausible(t) for t in texts]
+    assert first == [scanner._plausible(t) if len(t) >= 5 else False for t in texts]
+    assert [scanner.plausible(t) for t in texts] == first  # the second time from the cache
+
+
+def test_the_verdict_cache_is_bounded_and_keeps_no_plaintext(monkeypatch: Any) -> None:
+    from candor import detect
+
+    monkeypatch.setattr(detect, "VERDICTS_SIZE", 10)
+    scanner = Scanner(build_detectors())
+    for i in range(35):
+        scanner.plausible(f"value number {i:05d} ann@example.com")
+    assert 0 < len(scanner._verdicts) <= 10
+    assert all(type(k) is int for k in scanner._verdicts)
 
 
 def test_the_server_builds_the_detectors_before_serving(tmp_path: Any, monkeypatch: Any) -> None:

@@ -43,6 +43,7 @@ CONTEXT = 64  # characters around each hint in a long text
 MAX_WINDOWS = 24  # beyond this many windows a long text is unscannable (treated as personal)
 CACHE_MAX_CHARS = 256  # verdicts on values up to this length are cached, keyed by a hash (no plaintext)
 CACHE_SIZE = 50_000
+VERDICTS_SIZE = 100_000  # pre-filter verdicts remembered (an int and a bool each: a few MB at most)
 DEFAULT_PHONE_REGIONS = ("US", "GB", "DE", "FR", "ES", "IT", "IN", "BR")
 _ENCODED = re.compile(r"%[0-9A-Fa-f]{2}")
 
@@ -332,10 +333,14 @@ class Scanner:
         # cheap gates before the regular expressions, when every detector declares one: a hint runs only
         # on values with enough digits (counted in C) or one of its characters
         gates = [getattr(d, "gate", None) for d in self.detectors]
-        self._gated: list[tuple[int, str, re.Pattern[str]]] | None = None
+        self._gated: list[tuple[int, re.Pattern[str] | None, re.Pattern[str]]] | None = None
         if gates and all(g is not None for g in gates):
-            self._gated = [(g[0], g[1], h) for g, (_d, h) in zip(gates, self._hints, strict=True)]  # type: ignore[index]
+            self._gated = [
+                (g[0], re.compile("[" + re.escape(g[1]) + "]") if g[1] else None, h)  # type: ignore[index]
+                for g, (_d, h) in zip(gates, self._hints, strict=True)
+            ]
         self._cache: dict[bytes, Scan] = {}
+        self._verdicts: dict[int, bool] = {}  # plausible(): hash of a value → verdict
         self._lock = threading.Lock()
 
     def only(self, categories: Iterable[str]) -> Scanner:
@@ -348,16 +353,34 @@ class Scanner:
         return self.plausible(text) or ("%" in text and _ENCODED.search(text) is not None)
 
     def plausible(self, text: str) -> bool:
-        """The cheap pre-filter: could any detector find something in ``text``?"""
+        """The cheap pre-filter: could any detector find something in ``text``?
+
+        Verdicts on values up to ``CACHE_MAX_CHARS`` are remembered (keyed by the string's hash, an
+        integer: no plaintext is kept), because most values of a site's events repeat (user agents,
+        page titles, URLs, locales) and a user agent, rich in digits, passes several digit gates."""
         if self.prefilter is None or len(text) < 5:
             return False
+        if len(text) <= CACHE_MAX_CHARS:
+            key = hash(text)
+            hit = self._verdicts.get(key)
+            if hit is None:
+                hit = self._plausible(text)
+                if len(self._verdicts) >= VERDICTS_SIZE:
+                    self._verdicts.clear()
+                self._verdicts[key] = hit
+            return hit
+        return self._plausible(text)
+
+    def _plausible(self, text: str) -> bool:
         gated = self._gated
         if gated is None:
-            return self.prefilter.search(text) is not None
+            return self.prefilter is not None and self.prefilter.search(text) is not None
         raw = text.encode("utf-8", "surrogatepass")
         digits = len(raw) - len(raw.translate(None, b"0123456789"))
         for need, chars, hint in gated:
-            if (digits >= need or (chars and any(c in text for c in chars))) and hint.search(text) is not None:
+            if (digits >= need or (chars is not None and chars.search(text) is not None)) and hint.search(
+                text
+            ) is not None:
                 return True
         return False
 

@@ -35,6 +35,7 @@ DEFAULT_POLICY = "encrypt"
 REMOVED = "<REMOVED>"  # what stands where a card number was cut out of a text
 _GONE = object()
 _SPECIAL = frozenset(c.name for c in CATEGORIES.values() if c.special)
+_PLAIN, _WALK, _DECLARED = 0, 1, 2  # what a field name says to the fast path (Screen._key_verdict)
 
 
 @dataclass(slots=True)
@@ -89,10 +90,10 @@ class Screen:
         }
         self._name_cache: dict[str, str | None] = {}
         # the fast path (see _needs_walk): per scope, a test for strings and a cache of key verdicts
-        card_gate = self.cards.plausible if self.cards is not None else None
+        card_gate = self.cards.plausible_or_encoded if self.cards is not None else None
         full_gate = scanner.plausible_or_encoded if scanner is not None else None
         self._gate: dict[str, Any] = {"properties": full_gate, "traits": full_gate, "context": card_gate}
-        self._interesting: dict[str, dict[str, bool]] = {"properties": {}, "traits": {}, "context": {}}
+        self._interesting: dict[str, dict[str, int]] = {"properties": {}, "traits": {}, "context": {}}
 
     # -- helpers ------------------------------------------------------------------------------------
     def _name_cat(self, key: str) -> str | None:
@@ -216,46 +217,62 @@ class Screen:
     def _needs_walk(self, node: dict[str, Any], scope: str) -> bool:
         """The fast path: whether anything in ``node`` could need screening (an interesting field name,
         a string the pre-filter finds plausible, a number as long as a card). Most events need none,
-        and this look costs a fraction of the full walk: no copies, no paths, cached key verdicts."""
-        interesting = self._interesting[scope]
+        and this look costs a fraction of the full walk: no copies, no paths, cached key verdicts.
+        Under a declared field only card numbers can change anything (the walk only cuts those out),
+        so its strings pass the card test alone: a declared email no longer costs a walk."""
+        verdicts = self._interesting[scope]
         gate = self._gate[scope]
+        card_gate = self._gate["context"]
         cards = self.cards is not None
-        stack: list[Any] = [node]
+        stack: list[tuple[Any, bool]] = [(node, False)]
         while stack:
-            n = stack.pop()
+            n, under = stack.pop()  # under: beneath a declared field (the walk then looks at no names)
             items = n.items() if type(n) is dict else ((None, v) for v in n)
             for k, v in items:
-                if k is not None:
-                    hit = interesting.get(k)
-                    if hit is None:
-                        hit = self._is_interesting(k, scope)
-                        if len(interesting) > 20_000:
-                            interesting.clear()
-                        interesting[k] = hit
-                    if hit:
+                declared = under
+                if k is None:
+                    pass
+                elif under:
+                    if k in COORD_KEYS:
                         return True
+                else:
+                    hit = verdicts.get(k)
+                    if hit is None:
+                        hit = self._key_verdict(k, scope)
+                        if len(verdicts) > 20_000:
+                            verdicts.clear()
+                        verdicts[k] = hit
+                    if hit == _WALK:
+                        return True
+                    declared = hit == _DECLARED
                 t = type(v)
                 if t is str:
-                    if gate is not None and len(v) >= 5 and gate(v):
+                    vg = card_gate if declared else gate
+                    if vg is not None and len(v) >= 5 and vg(v):
                         return True
                 elif t is dict or t is list:
-                    stack.append(v)
+                    stack.append((v, declared))
                 elif t is int and cards and not -(10**12) < v < 10**12:
                     return True
                 elif t is not bool and t is not float and v is not None and t is not int:
                     return True  # an odd type: let the full walk decide
         return False
 
-    def _is_interesting(self, key: str, scope: str) -> bool:
+    def _key_verdict(self, key: str, scope: str) -> int:
+        """_WALK: the field name alone needs the walk; _DECLARED: declared (only card numbers matter
+        beneath it); _PLAIN: neither (its values are judged by the scope's pre-filter)."""
         if key in COORD_KEYS:
-            return True
+            return _WALK
         dcat = self.declared_cat[scope].get(key)
         if dcat is not None and (CATEGORIES[dcat].never_stored or (dcat in _SPECIAL and scope != "context")):
-            return True
-        if dcat is not None or self.scanner is None:
-            return False  # declared: its name says nothing more
+            return _WALK
+        if dcat is not None:
+            return _DECLARED
+        if self.scanner is None:
+            return _PLAIN
         cat = self._name_cat(key)
-        return cat == "credentials" if scope == "context" else cat is not None
+        hit = cat == "credentials" if scope == "context" else cat is not None
+        return _WALK if hit else _PLAIN
 
     def apply(self, properties: dict[str, Any], traits: dict[str, Any], context: dict[str, Any]) -> Screened:
         out = Screened(properties, traits, context)
