@@ -23,4 +23,7 @@ def test_campaign_benchmark_quick() -> None:
     assert result["outcomes"].get("sent") == expected["send"]
     assert result["outcomes"].get("skipped:no_consent") == expected["no_consent"]
     assert result["outcomes"].get("skipped:suppressed") == expected["suppressed"]
+    # what the SMTP server (a process of its own) received: exactly those, nobody twice
+    assert result["smtp_server"] == "process"
+    assert result["delivered"] == expected["send"] and result["recipients_twice"] == 0
     assert result["messages_per_second"] > 0 and result["raw_smtp_messages_per_second"] > 0

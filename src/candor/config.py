@@ -69,6 +69,7 @@ class Settings:
     survivorship: str = field(default="recent", metadata={"env": "CANDOR_SURVIVORSHIP"})
     smtp_url: str = field(default="", metadata={"env": "CANDOR_SMTP_URL", "secret": True})
     mail_from: str = field(default="privacy@candor.invalid", metadata={"env": "CANDOR_MAIL_FROM"})
+    smtp_connections: int = field(default=4, metadata={"env": "CANDOR_SMTP_CONNECTIONS"})
     public_url: str = field(default="http://127.0.0.1:8000", metadata={"env": "CANDOR_PUBLIC_URL"})
     rate_privacy_requests_per_ip: str = field(
         default="10/hour", metadata={"env": "CANDOR_RATE_PRIVACY_REQUESTS_PER_IP"}
@@ -259,6 +260,8 @@ class Settings:
             )
         if self.smtp_url and not self.smtp_url.startswith(("smtp://", "smtps://")):
             raise ConfigError("CANDOR_SMTP_URL must look like smtp://user:pass@host:587?starttls=1 or smtps://host:465")
+        if not 1 <= self.smtp_connections <= 32:
+            raise ConfigError("CANDOR_SMTP_CONNECTIONS must be 1..32 (connections a campaign sends over at once)")
         if not self.public_url.startswith(("http://", "https://")):
             raise ConfigError("CANDOR_PUBLIC_URL must start with http:// or https://")
         if self.survivorship not in ("recent", "trusted", "frequent"):

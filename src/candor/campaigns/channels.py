@@ -110,6 +110,10 @@ class Channel:
     def open(self, rt: Any, definition: Any) -> Sender:
         raise NotImplementedError
 
+    def connections(self, rt: Any) -> int:
+        """How many senders a campaign opens and delivers through at once (each used by one thread)."""
+        return 1
+
 
 REGISTRY: dict[str, Channel] = {}
 

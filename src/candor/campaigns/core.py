@@ -15,9 +15,11 @@ created, so a template error never leaves a campaign half sent.
 from __future__ import annotations
 
 import logging
+import queue
 import time
 from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
@@ -350,7 +352,7 @@ class Campaigns:
     # -- sending -------------------------------------------------------------------------------
     def send(self, name: str, *, actor: str) -> dict[str, Any]:
         cid, d, _ = self._load(name)
-        sender = channels.get(d.channel).open(self.rt, d)  # refuses before anything is marked (no mail server)
+        sender = Senders(channels.get(d.channel), self.rt, d)  # refuses before anything is marked (no mail server)
         try:
             with self.rt.store.write() as conn:
                 conn.execute(update(campaigns).where(campaigns.c.id == cid).values(state="sending"))
@@ -376,7 +378,7 @@ class Campaigns:
     def resend(self, cid: int, profiles: list[str]) -> dict[str, int]:
         """Send a campaign again to some of its recipients (a dead-letter replay): decided again now."""
         d = self._load_id(cid)
-        sender = channels.get(d.channel).open(self.rt, d)
+        sender = Senders(channels.get(d.channel), self.rt, d)
         counts: Counter[str] = Counter()
         try:
             self._send_all(cid, d, sorted(set(profiles)), sender, counts)
@@ -391,7 +393,9 @@ class Campaigns:
             ).scalar()
         return int(n or 0) * self.cost_of(d)
 
-    def _send_all(self, cid: int, d: Definition, members: list[str], sender: Any, counts: Counter[str]) -> float:
+    def _send_all(
+        self, cid: int, d: Definition, members: list[str], sender: Senders, counts: Counter[str]
+    ) -> float:
         """Decide for 200 recipients at a time; mark a batch ``sending`` before the first message leaves and
         record the outcomes after it: a crash mid-batch leaves ``sending`` rows that a resume never sends
         again (at most once), and failed messages are retried by a resume (or a dead-letter replay)."""
@@ -420,18 +424,14 @@ class Campaigns:
             self._log_many(cid, d.channel, rows)
             results = []
             dead: list[tuple[str, int, str]] = []
-            for profile, info in to_send:
-                message = self.render(cid, d, profile, info)
-                message_id, outcome = None, "failed"
-                try:
-                    message_id = sender.deliver(message)
-                    outcome = "sent"
-                except DeliveryUnconfirmed:
-                    outcome = "unconfirmed"  # may have been delivered: never sent again (at most once)
-                except DeliveryError as exc:
+            messages = [self.render(cid, d, profile, info) for profile, info in to_send]
+            for (profile, _), message, (message_id, outcome, attempts, error) in zip(
+                to_send, messages, sender.deliver_all(messages), strict=True
+            ):
+                if error is not None:
                     spent -= cost
-                    dead.append((profile, sender.attempts, str(exc)))
-                results.append((profile, outcome, message.variant, message_id, sender.attempts))
+                    dead.append((profile, attempts, error))
+                results.append((profile, outcome, message.variant, message_id, attempts))
             self._log_many(cid, d.channel, results)
             if dest is not None:
                 delivered = [p for p, o, *_ in results if o == "sent"]
@@ -584,3 +584,47 @@ class Campaigns:
         for m in members:
             self.rt.consent.invalidate(m)
         return {"unsubscribed": True, "channel": channel}
+
+
+class Senders:
+    """The senders of one campaign run: one, or as many as the channel's ``connections`` delivering from
+    threads at once (each sender used by one thread at a time). Outcomes come back in message order:
+    ``sent`` with the message id, ``unconfirmed`` (handed over, then the connection failed: never sent
+    again), or ``failed`` with the error (a resume or a dead-letter replay retries it)."""
+
+    def __init__(self, channel: channels.Channel, rt: Any, d: Definition) -> None:
+        n = max(1, channel.connections(rt))
+        self.senders = [channel.open(rt, d)]  # the first refuses when the channel cannot send at all
+        try:
+            self.senders += [channel.open(rt, d) for _ in range(n - 1)]
+        except BaseException:
+            self.close()
+            raise
+        self._idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        for one in self.senders:
+            self._idle.put(one)
+        self._pool = ThreadPoolExecutor(n, thread_name_prefix="candor-send") if n > 1 else None
+
+    def _deliver(self, message: Outgoing) -> tuple[str | None, str, int, str | None]:
+        sender = self._idle.get()
+        try:
+            try:
+                return sender.deliver(message), "sent", sender.attempts, None
+            except DeliveryUnconfirmed:
+                return None, "unconfirmed", sender.attempts, None  # may have been delivered (at most once)
+            except DeliveryError as exc:
+                return None, "failed", sender.attempts, str(exc)
+        finally:
+            self._idle.put(sender)
+
+    def deliver_all(self, messages: list[Outgoing]) -> list[tuple[str | None, str, int, str | None]]:
+        if self._pool is None or len(messages) < 2:
+            return [self._deliver(m) for m in messages]
+        return list(self._pool.map(self._deliver, messages))
+
+    def close(self) -> None:
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=True)
+        for one in self.senders:
+            one.close()

@@ -79,5 +79,10 @@ class EmailChannel(Channel):
             raise CampaignError("no mail server is configured (CANDOR_SMTP_URL)", 503)
         return EmailSender(rt.mailer.session())
 
+    def connections(self, rt: Any) -> int:
+        # one SMTP connection waits for the server at every step of every message (MAIL, RCPT, DATA):
+        # several in parallel keep the sender busy (CANDOR_SMTP_CONNECTIONS)
+        return int(rt.settings.smtp_connections)
+
 
 register(EmailChannel())
