@@ -6,7 +6,9 @@ the start). The standard library's smtplib does the protocol; nothing here logs 
 
 from __future__ import annotations
 
+import binascii
 import contextlib
+import secrets
 import smtplib
 import ssl
 from email import charset, policy
@@ -32,6 +34,25 @@ def _address(value: str) -> str:
         return value
     name, addr = parseaddr(value)
     return formataddr((name, addr), charset="utf-8")
+
+
+def _header_line(name: str, value: str) -> bytes:
+    """``Name: value`` with CRLF: as given when ASCII and short enough, else RFC 2047 encoded and folded.
+    Line breaks in a value become spaces (no header injection)."""
+    value = value.replace("\r", " ").replace("\n", " ")
+    if value.isascii() and len(name) + len(value) <= 996:
+        return f"{name}: {value}\r\n".encode()
+    folded = Header(value, "utf-8" if not value.isascii() else "us-ascii", header_name=name).encode(linesep="\r\n")
+    return f"{name}: {folded}\r\n".encode()
+
+
+def _qp(text: str) -> bytes:
+    """UTF-8 quoted-printable with CRLF line ends (binascii: in C)."""
+    data = text.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8")
+    return binascii.b2a_qp(data, quotetabs=False, istext=True, header=False).replace(b"\n", b"\r\n")
+
+
+_TEXT_PART = b'Content-Type: text/%s; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n'
 
 
 class MailError(Exception):
@@ -108,6 +129,38 @@ class Mailer:
             body[k] = _text_header(v)
         return body
 
+    def bulk_bytes(
+        self, to: str, subject: str, text: str, headers: dict[str, str] | None = None, html: str | None = None
+    ) -> tuple[bytes, str, str, str] | None:
+        """The message of :meth:`bulk_message` serialised directly (several times cheaper than the
+        ``email`` package's generator, which a campaign would otherwise run per recipient): returns
+        (bytes with CRLF line ends, envelope sender, envelope recipient, Message-ID), or None when an
+        address is not ASCII (then :meth:`bulk_message` and SMTPUTF8 take over). Quoted-printable bodies never contain
+        ``=_``, so the boundary cannot occur in them."""
+        extra = dict(headers or {})
+        sender = extra.pop("From", "") or self.sender
+        env_from, env_to = parseaddr(sender)[1], parseaddr(to)[1]
+        if not (sender + to).isascii():
+            return None
+        message_id = make_msgid(domain=self.sender.rpartition("@")[2] or None)
+        out = [
+            _header_line("From", sender),
+            _header_line("To", to),
+            _header_line("Subject", subject),
+            _header_line("Message-ID", message_id),
+        ]
+        out += [_header_line(k, v) for k, v in extra.items()]
+        out.append(b"MIME-Version: 1.0\r\n")
+        if html is None:
+            out += [_TEXT_PART % b"plain", _qp(text), b"\r\n"]
+        else:
+            boundary = b"=_" + secrets.token_hex(16).encode()
+            out.append(b'Content-Type: multipart/alternative; boundary="%s"\r\n\r\n' % boundary)
+            for subtype, body in ((b"plain", text), (b"html", html)):
+                out += [b"--%s\r\n" % boundary, _TEXT_PART % subtype, _qp(body), b"\r\n"]
+            out.append(b"--%s--\r\n" % boundary)
+        return b"".join(out), env_from or sender, env_to or to, message_id
+
     def send(self, to: str, subject: str, text: str, headers: dict[str, str] | None = None) -> str:
         """Send one plain-text message on a connection of its own; returns its Message-ID."""
         if not self.url:
@@ -162,12 +215,18 @@ class MailSession:
     ) -> str:
         """Send one message; reconnects once when the server dropped the connection before the message was
         handed over. A failure after that raises MailUnconfirmed and is never retried (at most once)."""
-        msg = self.mailer.bulk_message(to, subject, text, headers, html)
+        built = self.mailer.bulk_bytes(to, subject, text, headers, html)
+        msg = self.mailer.bulk_message(to, subject, text, headers, html) if built is None else None
         for attempt in (1, 2):
             self.in_data = False
             try:
                 if self.client is None:
                     self.client = self._open()
+                if built is not None:
+                    data, env_from, env_to, message_id = built
+                    self.client.sendmail(env_from, [env_to], data)
+                    return message_id
+                assert msg is not None
                 self.client.send_message(msg)
                 return str(msg["Message-ID"])
             except smtplib.SMTPRecipientsRefused as exc:
