@@ -546,7 +546,9 @@ class _Compiler:
         self.path_scopes: dict[tuple[str, ...], list[str | None]] = {}
         self.sql_leaves: dict[SqlLeaf, int] = {}
         self.py_leaves: dict[PyLeaf, int] = {}
-        self.aggs: list[str] = []
+        # per aggregate: (expression, alias, how per-subject values combine into the profile's: sum, max,
+        # min; None when they cannot, as for avg and count(DISTINCT ...))
+        self.aggs: list[tuple[str, str, str | None]] = []
         self.tests: list[str] = []
         self.scopes: list[str | None] = []  # per SQL leaf: its type/name/time filter, for the prefilter
 
@@ -610,7 +612,7 @@ class _Compiler:
         self.sql_leaves[node] = i
         if isinstance(node, CohortCond):
             self.scopes.append(None)
-            self.aggs.append(f"min(ts_ms) FILTER (WHERE type NOT IN ('identify', 'alias', 'group')) AS a{i}")
+            self.aggs.append(("min(ts_ms) FILTER (WHERE type NOT IN ('identify', 'alias', 'group'))", f"a{i}", "min"))
             months = ", ".join(self.bind(m) for m in node.months)
             self.tests.append(f"coalesce(strftime(to_timestamp(a{i} / 1000), '%Y-%m') IN ({months}), FALSE)")
             return
@@ -619,11 +621,12 @@ class _Compiler:
             self.scopes.append(" AND ".join(scope))
             cond = " AND ".join(scope)
             rev = self.revenue(cond)
-            self.aggs.append(
-                f"max(ts_ms) FILTER (WHERE {cond}) AS a{i}, count(*) FILTER (WHERE {cond}) AS n{i}, "
-                f"coalesce(sum(coalesce({rev}, 0)) FILTER (WHERE {cond}), 0) AS m{i}, "
-                f"min(ts_ms) FILTER (WHERE {cond}) AS f{i}"
-            )
+            self.aggs += [
+                (f"max(ts_ms) FILTER (WHERE {cond})", f"a{i}", "max"),
+                (f"count(*) FILTER (WHERE {cond})", f"n{i}", "sum"),
+                (f"coalesce(sum(coalesce({rev}, 0)) FILTER (WHERE {cond}), 0)", f"m{i}", "sum"),
+                (f"min(ts_ms) FILTER (WHERE {cond})", f"f{i}", "min"),
+            ]
             if isinstance(node, ClvCond):
                 tenure = f"greatest(1.0, ({self.bind(self.now)} - f{i}) / {30 * DAY_MS}.0)"
                 value = f"m{i} / {tenure} * {self.bind(float(node.horizon))}"
@@ -639,7 +642,7 @@ class _Compiler:
             scope = self.scope(node.event, node.type, None)
             self.scopes.append(" AND ".join(scope) if scope else None)
             cond = " AND ".join(scope) or "TRUE"
-            self.aggs.append(f"max(ts_ms) FILTER (WHERE {cond}) AS a{i}")
+            self.aggs.append((f"max(ts_ms) FILTER (WHERE {cond})", f"a{i}", "max"))
             cut = self.bind(self.now - node.days * DAY_MS)
             self.tests.append(f"coalesce(a{i} >= {cut}, FALSE)" if node.within else f"coalesce(a{i} < {cut}, TRUE)")
             return
@@ -649,15 +652,19 @@ class _Compiler:
         joined = " AND ".join(scope) or None
         conds = scope + [self.match(self.column(path, joined), values) for path, values in node.where]
         cond = " AND ".join(conds) or "TRUE"
+        combine: str | None
         if node.metric == "count":
-            agg, zero = "count(*)", "0"
+            agg, zero, combine = "count(*)", "0", "sum"
         elif node.metric == "distinct_days":
-            agg, zero = f"count(DISTINCT ts_ms // {DAY_MS})", "0"
+            agg, zero, combine = f"count(DISTINCT ts_ms // {DAY_MS})", "0", None
         else:
             assert node.prop is not None
             value = f"TRY_CAST({self.column(node.prop, joined)} AS DOUBLE)"
-            agg, zero = (f"sum({value})", "0.0") if node.metric == "sum" else (f"avg({value})", "NULL")
-        self.aggs.append(f"{agg} FILTER (WHERE {cond}) AS a{i}")
+            if node.metric == "sum":
+                agg, zero, combine = f"sum({value})", "0.0", "sum"
+            else:
+                agg, zero, combine = f"avg({value})", "NULL", None
+        self.aggs.append((f"{agg} FILTER (WHERE {cond})", f"a{i}", combine))
         checks = " AND ".join(f"coalesce(a{i}, {zero}) {COMPARATORS[op]} {self.bind(v)}" for op, v in node.bounds)
         self.tests.append(f"coalesce({checks}, FALSE)")
 
@@ -689,12 +696,34 @@ def compile_sql(root: Node, now: int) -> Compiled:
         prefilter = ""
         if all(s is not None for s in c.scopes):
             prefilter = "\n    WHERE " + " OR ".join(f"({s})" for s in c.scopes)
-        parts.append(
-            "ev AS (\n"
-            f"    SELECT p.profile_id, e.type, e.event, e.ts_ms{extract}\n"
-            f"    FROM events e JOIN prof p ON p.subject_id = e.subject_id{prefilter}\n)"
-        )
-        parts.append("agg AS (\n    SELECT profile_id, " + ", ".join(c.aggs) + "\n    FROM ev GROUP BY profile_id\n)")
+        if all(combine is not None for _, _, combine in c.aggs):
+            # every aggregate combines (counts and sums add up, max and min of maxima and minima): aggregate
+            # the events per subject first, then join those far fewer rows to profiles, instead of joining
+            # every event
+            parts.append(
+                f"ev AS (\n    SELECT e.subject_id, e.type, e.event, e.ts_ms{extract}\n    FROM events e{prefilter}\n)"
+            )
+            parts.append(
+                "sagg AS (\n    SELECT subject_id, "
+                + ", ".join(f"{expr} AS {alias}" for expr, alias, _ in c.aggs)
+                + "\n    FROM ev GROUP BY subject_id\n)"
+            )
+            parts.append(
+                "agg AS (\n    SELECT p.profile_id, "
+                + ", ".join(f"{combine}(g.{alias}) AS {alias}" for _, alias, combine in c.aggs)
+                + "\n    FROM sagg g JOIN prof p ON p.subject_id = g.subject_id GROUP BY p.profile_id\n)"
+            )
+        else:
+            parts.append(
+                "ev AS (\n"
+                f"    SELECT p.profile_id, e.type, e.event, e.ts_ms{extract}\n"
+                f"    FROM events e JOIN prof p ON p.subject_id = e.subject_id{prefilter}\n)"
+            )
+            parts.append(
+                "agg AS (\n    SELECT profile_id, "
+                + ", ".join(f"{expr} AS {alias}" for expr, alias, _ in c.aggs)
+                + "\n    FROM ev GROUP BY profile_id\n)"
+            )
         tests = ", ".join(f"{t} AS l{i}" for i, t in enumerate(c.tests))
         parts.append(f"leaves AS (\n    SELECT people.*, {tests}\n    FROM people LEFT JOIN agg USING (profile_id)\n)")
     else:
