@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -235,47 +236,56 @@ class _Outage(Inbox):
         return "250 OK"
 
 
-@pytest.mark.parametrize("connections", [1, 4])
-async def test_mail_server_dying_mid_campaign_retries_and_sends_nobody_twice(
-    make_settings: Callable[..., Settings], connections: int
-) -> None:
+@asynccontextmanager
+async def _campaign_for(
+    make_settings: Callable[..., Settings], box: Inbox, people: list[str], connections: int
+) -> AsyncIterator[Api]:
+    """The API with ``people`` seen recently and CAMPAIGN created, mailing to ``box`` (a real server)."""
     from aiosmtpd.controller import Controller
 
-    from candor.testing import free_port
-
-    box = _Outage(free_port(), ok=2)
     controller = Controller(box, hostname="127.0.0.1", port=box.port)
     controller.start()
     try:
         settings = make_settings(smtp_url=box.url, quiet_hours="", smtp_connections=connections)
         async with api(settings) as a:
-            people = [f"o{i}" for i in range(6)]
             for uid in people:
                 await person(a, uid, f"{uid}@example.org", [])
             a.rt.segments.create("recent", {"name": "recent", "conditions": [{"last_seen": {"within_days": 30}}]}, "t")
             a.rt.campaigns.create(CAMPAIGN, actor="test")
-            first = a.rt.campaigns.send("jazz-week", actor="test")
-            out = first["outcomes"]
-            if connections == 1:
-                # two sent, one handed over without an answer (unconfirmed), three refused while it was down
-                assert out == {"sent": 2, "unconfirmed": 1, "failed": 3}, first
-            else:  # several connections at once: how many got past MAIL before the crash depends on timing
-                assert sum(out.values()) == 6 and out.get("unconfirmed") == 1 and out.get("sent", 0) >= 2, first
-            delivered = out.get("sent", 0) + out.get("unconfirmed", 0)
-            assert first["state"] == ("failed" if out.get("failed") else "sent")
-            assert len(box.messages) == delivered
-            box.down = False  # the server is back
-            second = a.rt.campaigns.send("jazz-week", actor="test")
-            want = {"already_sent": delivered, "sent": 6 - delivered}
-            assert second["outcomes"] == {k: n for k, n in want.items() if n} and second["state"] == "sent"
-            third = a.rt.campaigns.send("jazz-week", actor="test")
-            assert third["outcomes"] == {"already_sent": 6}
-            received = sorted(str(m["To"]) for m in box.messages)
-            assert received == sorted(f"{uid}@example.org" for uid in people)  # each exactly once
-            report = a.rt.campaigns.report("jazz-week")["outcomes"]
-            assert sum(report.values()) == 6 and report.get("unconfirmed", 0) == out.get("unconfirmed", 0)
+            yield a
     finally:
         controller.stop()
+
+
+@pytest.mark.parametrize("connections", [1, 4])
+async def test_mail_server_dying_mid_campaign_retries_and_sends_nobody_twice(
+    make_settings: Callable[..., Settings], connections: int
+) -> None:
+    from candor.testing import free_port
+
+    box = _Outage(free_port(), ok=2)
+    people = [f"o{i}" for i in range(6)]
+    async with _campaign_for(make_settings, box, people, connections) as a:
+        first = a.rt.campaigns.send("jazz-week", actor="test")
+        out = first["outcomes"]
+        if connections == 1:
+            # two sent, one handed over without an answer (unconfirmed), three refused while it was down
+            assert out == {"sent": 2, "unconfirmed": 1, "failed": 3}, first
+        else:  # several connections at once: how many got past MAIL before the crash depends on timing
+            assert sum(out.values()) == 6 and out.get("unconfirmed") == 1 and out.get("sent", 0) >= 2, first
+        delivered = out.get("sent", 0) + out.get("unconfirmed", 0)
+        assert first["state"] == ("failed" if out.get("failed") else "sent")
+        assert len(box.messages) == delivered
+        box.down = False  # the server is back
+        second = a.rt.campaigns.send("jazz-week", actor="test")
+        want = {"already_sent": delivered, "sent": 6 - delivered}
+        assert second["outcomes"] == {k: n for k, n in want.items() if n} and second["state"] == "sent"
+        third = a.rt.campaigns.send("jazz-week", actor="test")
+        assert third["outcomes"] == {"already_sent": 6}
+        received = sorted(str(m["To"]) for m in box.messages)
+        assert received == sorted(f"{uid}@example.org" for uid in people)  # each exactly once
+        report = a.rt.campaigns.report("jazz-week")["outcomes"]
+        assert sum(report.values()) == 6 and report.get("unconfirmed", 0) == out.get("unconfirmed", 0)
 
 
 class _Slow(Inbox):
@@ -297,30 +307,18 @@ class _Slow(Inbox):
 async def test_a_campaign_sends_over_as_many_connections_as_configured(
     make_settings: Callable[..., Settings], connections: int
 ) -> None:
-    from aiosmtpd.controller import Controller
-
     from candor.testing import free_port
 
     box = _Slow(free_port())
-    controller = Controller(box, hostname="127.0.0.1", port=box.port)
-    controller.start()
-    try:
-        settings = make_settings(smtp_url=box.url, quiet_hours="", smtp_connections=connections)
-        async with api(settings) as a:
-            people = [f"c{i}" for i in range(9)]
-            for uid in people:
-                await person(a, uid, f"{uid}@example.org", [])
-            a.rt.segments.create("recent", {"name": "recent", "conditions": [{"last_seen": {"within_days": 30}}]}, "t")
-            a.rt.campaigns.create(CAMPAIGN, actor="test")
-            out = a.rt.campaigns.send("jazz-week", actor="test")
-            assert out["outcomes"] == {"sent": 9}
-            assert sorted(str(m["To"]) for m in box.messages) == sorted(f"{u}@example.org" for u in people)
-            # the slow server holds each message 50 ms: every connection is busy at once
-            assert len(set(box.peers)) == connections
-            sent = a.rt.campaigns.report("jazz-week")["outcomes"]
-            assert sent == {"sent": 9}
-    finally:
-        controller.stop()
+    people = [f"c{i}" for i in range(9)]
+    async with _campaign_for(make_settings, box, people, connections) as a:
+        out = a.rt.campaigns.send("jazz-week", actor="test")
+        assert out["outcomes"] == {"sent": 9}
+        assert sorted(str(m["To"]) for m in box.messages) == sorted(f"{u}@example.org" for u in people)
+        # the slow server holds each message 50 ms: every connection is busy at once
+        assert len(set(box.peers)) == connections
+        sent = a.rt.campaigns.report("jazz-week")["outcomes"]
+        assert sent == {"sent": 9}
 
 
 def test_the_number_of_smtp_connections_is_checked() -> None:

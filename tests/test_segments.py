@@ -293,6 +293,24 @@ def members(seg: Segments, people: dict[str, str], *conditions: Any, match: str 
     return {names[i] for i in ids}
 
 
+@pytest.mark.parametrize(
+    ("condition", "per_subject"),
+    [
+        ({"event": "Order Completed", "count": {"gte": 2}}, True),
+        ({"event": "Order Completed", "sum": {"property": "revenue", "gte": 10}}, True),
+        ({"last_seen": {"within_days": 7}}, True),
+        ({"event": "Order Completed", "avg": {"property": "revenue", "gte": 10}}, False),
+        ({"event": "Home", "type": "page", "distinct_days": {"gte": 3}}, False),
+    ],
+)
+def test_events_are_aggregated_per_subject_first_when_every_aggregate_combines(
+    condition: dict[str, Any], per_subject: bool
+) -> None:
+    sql = compile_sql(ok({"conditions": [condition, {"last_seen": {"within_days": 30}}]}).root, 1).sql
+    assert ("sagg AS (" in sql) is per_subject  # an average or a count of distinct days does not add up
+    assert ("JOIN prof p ON p.subject_id = e.subject_id" in sql) is not per_subject
+
+
 @pytest.mark.anyio
 async def test_every_condition_kind_on_real_events(settings: Settings) -> None:
     async with api(settings) as a:

@@ -378,9 +378,9 @@ class Scanner:
         raw = text.encode("utf-8", "surrogatepass")
         digits = len(raw) - len(raw.translate(None, b"0123456789"))
         for need, chars, hint in gated:
-            if (digits >= need or (chars is not None and chars.search(text) is not None)) and hint.search(
-                text
-            ) is not None:
+            if digits < need and (chars is None or chars.search(text) is None):
+                continue  # this detector's hint cannot match: too few digits and none of its characters
+            if hint.search(text) is not None:
                 return True
         return False
 

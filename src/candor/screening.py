@@ -230,12 +230,10 @@ class Screen:
             items = n.items() if type(n) is dict else ((None, v) for v in n)
             for k, v in items:
                 declared = under
-                if k is None:
-                    pass
-                elif under:
+                if k is not None and under:
                     if k in COORD_KEYS:
                         return True
-                else:
+                elif k is not None:
                     hit = verdicts.get(k)
                     if hit is None:
                         hit = self._key_verdict(k, scope)

@@ -696,33 +696,24 @@ def compile_sql(root: Node, now: int) -> Compiled:
         prefilter = ""
         if all(s is not None for s in c.scopes):
             prefilter = "\n    WHERE " + " OR ".join(f"({s})" for s in c.scopes)
-        if all(combine is not None for _, _, combine in c.aggs):
-            # every aggregate combines (counts and sums add up, max and min of maxima and minima): aggregate
-            # the events per subject first, then join those far fewer rows to profiles, instead of joining
-            # every event
-            parts.append(
-                f"ev AS (\n    SELECT e.subject_id, e.type, e.event, e.ts_ms{extract}\n    FROM events e{prefilter}\n)"
-            )
-            parts.append(
-                "sagg AS (\n    SELECT subject_id, "
-                + ", ".join(f"{expr} AS {alias}" for expr, alias, _ in c.aggs)
-                + "\n    FROM ev GROUP BY subject_id\n)"
-            )
+        # when every aggregate combines (counts and sums add up, max and min of maxima and minima), the
+        # events are aggregated per subject first and only those far fewer rows are joined to profiles
+        per_subject = all(combine is not None for _, _, combine in c.aggs)
+        if per_subject:
+            key, group, source = "e.subject_id", "subject_id", "events e"
+        else:
+            key, group, source = "p.profile_id", "profile_id", "events e JOIN prof p ON p.subject_id = e.subject_id"
+        parts.append(f"ev AS (\n    SELECT {key}, e.type, e.event, e.ts_ms{extract}\n    FROM {source}{prefilter}\n)")
+        parts.append(
+            f"{'sagg' if per_subject else 'agg'} AS (\n    SELECT {group}, "
+            + ", ".join(f"{expr} AS {alias}" for expr, alias, _ in c.aggs)
+            + f"\n    FROM ev GROUP BY {group}\n)"
+        )
+        if per_subject:
             parts.append(
                 "agg AS (\n    SELECT p.profile_id, "
                 + ", ".join(f"{combine}(g.{alias}) AS {alias}" for _, alias, combine in c.aggs)
                 + "\n    FROM sagg g JOIN prof p ON p.subject_id = g.subject_id GROUP BY p.profile_id\n)"
-            )
-        else:
-            parts.append(
-                "ev AS (\n"
-                f"    SELECT p.profile_id, e.type, e.event, e.ts_ms{extract}\n"
-                f"    FROM events e JOIN prof p ON p.subject_id = e.subject_id{prefilter}\n)"
-            )
-            parts.append(
-                "agg AS (\n    SELECT profile_id, "
-                + ", ".join(f"{expr} AS {alias}" for expr, alias, _ in c.aggs)
-                + "\n    FROM ev GROUP BY profile_id\n)"
             )
         tests = ", ".join(f"{t} AS l{i}" for i, t in enumerate(c.tests))
         parts.append(f"leaves AS (\n    SELECT people.*, {tests}\n    FROM people LEFT JOIN agg USING (profile_id)\n)")

@@ -594,6 +594,7 @@ class Senders:
 
     def __init__(self, channel: channels.Channel, rt: Any, d: Definition) -> None:
         n = max(1, channel.connections(rt))
+        self._pool: ThreadPoolExecutor | None = None
         self.senders = [channel.open(rt, d)]  # the first refuses when the channel cannot send at all
         try:
             self.senders += [channel.open(rt, d) for _ in range(n - 1)]
@@ -603,7 +604,8 @@ class Senders:
         self._idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
         for one in self.senders:
             self._idle.put(one)
-        self._pool = ThreadPoolExecutor(n, thread_name_prefix="candor-send") if n > 1 else None
+        if n > 1:
+            self._pool = ThreadPoolExecutor(n, thread_name_prefix="candor-send")
 
     def _deliver(self, message: Outgoing) -> tuple[str | None, str, int, str | None]:
         sender = self._idle.get()
@@ -623,8 +625,7 @@ class Senders:
         return list(self._pool.map(self._deliver, messages))
 
     def close(self) -> None:
-        pool = getattr(self, "_pool", None)
-        if pool is not None:
-            pool.shutdown(wait=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
         for one in self.senders:
             one.close()
