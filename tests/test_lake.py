@@ -443,3 +443,105 @@ def test_cli_status_refresh_and_rebuild(tmp_path: Path) -> None:
     assert built["built"] and built["copied"] > 0 and built["rows"] == built["copied"]
     assert run("analytics", "refresh")["copied"] == 0
     assert run("analytics", "status")["generation"] == built["generation"]
+
+
+# property values a column copied out of the JSON must give exactly as json_extract_string does
+TRICKY: list[Any] = [
+    "jazz", "JAZZ", "", " spaced ", "ünïcödé ♫", 'quote " and \\ backslash', "line\nbreak", "\u2028",
+    0, -1, 12.5, 1e300, -0.0, 10**20, 3.0, True, False, None, [], [1, "two"], {}, {"nested": {"deep": 1}},
+]  # fmt: skip
+
+
+def test_promoted_properties_are_the_text_the_json_gives(settings: Settings) -> None:
+    rng = random.Random(17)
+    rt = Runtime(settings)
+    try:
+        sid = "s-promoted"
+        with rt.store.write() as conn:
+            conn.execute(subjects.insert(), {"subject_id": sid, "created_ms": 1, "state": "active"})
+            batch = []
+            for k in range(400):
+                props = {
+                    name: rng.choice(TRICKY)
+                    for name in (*lake_module.PROMOTED, "category_2", "Category", "other")
+                    if rng.random() < 0.5
+                }
+                if rng.random() < 0.1:
+                    props = {"properties": {"category": "inner"}}  # the same name one level down: not it
+                batch.append(
+                    {
+                        "source_id": 1, "message_id": f"p{k}", "type": "track", "event": "E", "subject_id": sid,
+                        "ts_ms": k, "received_ms": k, "properties": json.dumps(props, ensure_ascii=k % 2 == 0),
+                        "context": "{}", "sealed": b"x",
+                    }
+                )  # fmt: skip
+            conn.execute(events.insert(), batch)
+        lake = rt.analytics.lake
+        assert lake is not None
+        lake.refresh()
+        con = duckdb.connect()
+        try:
+            checks = ", ".join(
+                f"p_{n} IS NOT DISTINCT FROM json_extract_string(properties, '$.\"{n}\"'), p_{n} IS NOT NULL"
+                for n in lake_module.PROMOTED
+            )
+            got = con.execute(f"SELECT {checks} FROM read_parquet($f)", {"f": lake.files()}).fetchall()
+        finally:
+            con.close()
+        assert len(got) == 400
+        assert all(all(r[0::2]) for r in got), "a promoted column differs from the JSON's text"
+        filled = [sum(1 for r in got if r[2 * i + 1]) for i in range(len(lake_module.PROMOTED))]
+        assert all(n > 100 for n in filled), filled  # the test saw values in every column
+    finally:
+        rt.close()
+
+
+def test_an_analytics_store_of_an_older_format_is_purged_and_then_rebuilt(settings: Settings) -> None:
+    rt = Runtime(settings)
+    try:
+        random_world(rt, random.Random(23), 20, 200)
+        lake = rt.analytics.lake
+        assert lake is not None
+        lake.refresh()
+        # make the live generation what the previous version wrote: format 1, no p_ columns
+        m = lake.live()
+        assert m is not None and m.format == lake_module.FORMAT == 2
+        con = duckdb.connect()
+        try:
+            for f in lake.files():
+                con.execute(
+                    f"COPY (SELECT * EXCLUDE ({', '.join(f'p_{n}' for n in lake_module.PROMOTED)}) "
+                    f"FROM read_parquet('{f}')) TO '{f}.old' (FORMAT parquet)"
+                )
+                Path(f + ".old").replace(f)
+        finally:
+            con.close()
+        doc = orjson.loads((lake._gen_dir(m.generation) / "manifest.json").read_bytes())
+        doc["format"] = 1
+        (lake._gen_dir(m.generation) / "manifest.json").write_bytes(orjson.dumps(doc))
+        # readers are told, never handed files without the columns they query
+        with pytest.raises(lake_module.LakeError, match="older version"):
+            lake.files()
+        # an erasure still reaches the old files
+        victim = sorted({r for _, r in live_ids(rt)})[0]
+        with rt.store.write() as conn:
+            conn.execute(delete(events).where(events.c.subject_id == victim))
+        assert lake.purge([victim]) > 0
+        assert victim not in everything_in(lake.all_files())
+        # a manifest of a format this version does not know is refused with what to do
+        doc["format"] = 99
+        (lake._gen_dir(m.generation) / "manifest.json").write_bytes(orjson.dumps(doc))
+        with pytest.raises(lake_module.LakeError, match="candor analytics rebuild"):
+            lake.live()
+        doc["format"] = 1
+        (lake._gen_dir(m.generation) / "manifest.json").write_bytes(orjson.dumps(doc))
+        # the next refresh (every query runs one first) rebuilds it in the current format
+        assert lake.refresh().rebuilt
+        new = lake.live()
+        assert new is not None and new.format == 2 and new.generation > m.generation
+        assert [(r["id"], r["subject_id"]) for r in rows(lake)] == live_ids(rt)
+        assert all("p_category" in r for r in rows(lake))
+        got = Segments(rt).evaluate(DEFINITIONS[4], now=1_790_000_000_000)
+        assert got and victim not in got
+    finally:
+        rt.close()

@@ -22,6 +22,7 @@ from candor import audit
 from candor.app import Runtime
 from candor.config import Settings
 from candor.consent.purposes import DEFAULT_PURPOSES
+from candor.lake import PROMOTED
 from candor.segments import (
     MAX_CONDITIONS,
     MAX_DEPTH,
@@ -309,6 +310,24 @@ def test_events_are_aggregated_per_subject_first_when_every_aggregate_combines(
     sql = compile_sql(ok({"conditions": [condition, {"last_seen": {"within_days": 30}}]}).root, 1).sql
     assert ("sagg AS (" in sql) is per_subject  # an average or a count of distinct days does not add up
     assert ("JOIN prof p ON p.subject_id = e.subject_id" in sql) is not per_subject
+
+
+
+def test_properties_with_a_column_in_the_analytics_store_are_read_from_it() -> None:
+    doc = {
+        "conditions": [
+            {"event": "Product Viewed", "where": {"category": "jazz", "format": "vinyl"}, "count": {"gte": 1}},
+            {"event": "Order Completed", "sum": {"property": "revenue", "gte": 100}},
+            {"rfm": ["champions"], "purchase": "Order Completed", "within_days": 365},
+        ]
+    }
+    lake = compile_sql(ok(doc).root, 1, PROMOTED)
+    for name in ("category", "revenue", "total"):  # total: the revenue of an RFM when revenue is absent
+        assert f"e.p_{name}" in lake.sql and f'$."{name}"' not in lake.params.values()
+    assert '$."format"' in lake.params.values()  # not one of them: from the JSON
+    store = compile_sql(ok(doc).root, 1)  # over the store's own events table: all from the JSON
+    assert "e.p_" not in store.sql
+    assert {'$."category"', '$."revenue"', '$."total"', '$."format"'} <= set(store.params.values())
 
 
 @pytest.mark.anyio

@@ -50,7 +50,9 @@ from candor.store.schema import events, identity_jobs, sources
 
 log = logging.getLogger("candor.lake")
 
-FORMAT = 1
+# the layout of the files: 2 added the p_<property> columns (PROMOTED). Generations of an older
+# format are still read by purges; a refresh rebuilds them, and readers get them only after that.
+FORMAT = 2
 REHOME_MARK = "rehome"  # identity/service.py writes it when a split moves events to a new subject
 CHUNK_ROWS = 1_000_000  # rows per part file written by a rebuild
 COMPACT_PARTS = 24  # more part files than this in a generation: the small ones are merged
@@ -58,6 +60,23 @@ SMALL_PART_ROWS = 200_000
 GAP_SECONDS = 600  # ids skipped by in-flight transactions are looked at again for this long
 MAX_GAPS = 1000
 RETIRED_GRACE_SECONDS = 60  # files replaced by a compaction are deleted after this (readers may hold them)
+
+# Properties of Segment's e-commerce spec (v2) copied out of the JSON into columns of their own, as
+# the text ``json_extract_string`` gives (so a reader gets exactly what it would get from the JSON):
+# a segment filtering on a category or summing revenue reads a small column instead of parsing every
+# event's properties, which was most of its cost. Columns ``p_<name>``; other properties stay in the JSON.
+PROMOTED: tuple[str, ...] = (
+    "category", "product_id", "sku", "brand", "price", "quantity",
+    "revenue", "total", "value", "currency", "order_id", "coupon",
+)  # fmt: skip
+# every property read while copying, parsed once per row (``_select``)
+_EXTRACTED: tuple[str, ...] = (*PROMOTED, "channel", "campaign_id")
+
+
+def _prop(name: str) -> str:
+    """The text of clear property ``name`` of the row being copied (parsed once with the others)."""
+    return f"e._props[{_EXTRACTED.index(name) + 1}]"
+
 
 # The columns of the copy and how each is derived from a row ``e`` of the store's events (and its
 # source ``src``). Every value is clear: ``properties`` is the clear part the collector kept (personal
@@ -74,25 +93,12 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("properties", "VARCHAR", "e.properties"),
     ("library", "VARCHAR", "json_extract_string(e.context, '$.library.name')"),
     ("in_app", "BOOLEAN", "json_extract(e.context, '$.app') IS NOT NULL"),
-    (
-        "channel_hint",
-        "VARCHAR",
-        "lower(coalesce(json_extract_string(e.properties, '$.channel'), json_extract_string(e.context, '$.channel')))",
-    ),
+    ("channel_hint", "VARCHAR", f"lower(coalesce({_prop('channel')}, json_extract_string(e.context, '$.channel')))"),
     ("utm_medium", "VARCHAR", "lower(json_extract_string(e.context, '$.campaign.medium'))"),
     ("utm_source", "VARCHAR", "lower(json_extract_string(e.context, '$.campaign.source'))"),
-    (
-        "campaign",
-        "VARCHAR",
-        "coalesce(json_extract_string(e.properties, '$.campaign_id'),"
-        " json_extract_string(e.context, '$.campaign.name'))",
-    ),
-    (
-        "revenue",
-        "DOUBLE",
-        "TRY_CAST(coalesce(json_extract_string(e.properties, '$.revenue'),"
-        " json_extract_string(e.properties, '$.total')) AS DOUBLE)",
-    ),
+    ("campaign", "VARCHAR", f"coalesce({_prop('campaign_id')}, json_extract_string(e.context, '$.campaign.name'))"),
+    ("revenue", "DOUBLE", f"TRY_CAST(coalesce({_prop('revenue')}, {_prop('total')}) AS DOUBLE)"),
+    *((f"p_{name}", "VARCHAR", _prop(name)) for name in PROMOTED),
 )
 COLUMN_NAMES = tuple(c[0] for c in COLUMNS)
 
@@ -127,6 +133,7 @@ class Manifest:
     complete: bool = False  # a rebuild caught up with the store (live generations always are)
     refreshed_ms: int = 0
     retired: list[list[Any]] = field(default_factory=list)  # [file name, retired_ms] after a compaction
+    format: int = FORMAT  # of the files (an older one: rebuilt by the next refresh)
 
     @property
     def rows(self) -> int:
@@ -134,7 +141,7 @@ class Manifest:
 
     def as_json(self) -> dict[str, Any]:
         return {
-            "format": FORMAT,
+            "format": self.format,
             "generation": self.generation,
             "store": self.store,
             "parts": [p.as_json() for p in self.parts],
@@ -152,8 +159,10 @@ class Manifest:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Manifest:
-        if d.get("format") != FORMAT:
-            raise LakeError(f"analytics manifest format {d.get('format')!r} is not {FORMAT}; rebuild it")
+        fmt = d.get("format")
+        if not isinstance(fmt, int) or isinstance(fmt, bool) or not 1 <= fmt <= FORMAT:
+            raise LakeError(f"analytics manifest format {fmt!r} is not one this version reads; "
+                "run: candor analytics rebuild")
         return cls(
             generation=int(d["generation"]),
             store=str(d["store"]),
@@ -168,6 +177,7 @@ class Manifest:
             complete=bool(d.get("complete", False)),
             refreshed_ms=int(d.get("refreshed_ms", 0)),
             retired=[list(r) for r in d.get("retired", [])],
+            format=fmt,
         )
 
 
@@ -309,6 +319,8 @@ class Lake:
         m = self.live()
         if m is None:
             return []
+        if m.format != FORMAT:
+            raise LakeError("the analytics store was built by an older version; run: candor analytics rebuild")
         d = self._gen_dir(m.generation)
         return [str(d / p.name) for p in m.parts]
 
@@ -380,8 +392,10 @@ class Lake:
             ("properties", pa.string()), ("context", pa.string()),
         ])  # fmt: skip
         cols = ", ".join(f"CAST({expr} AS {typ}) AS {name}" for name, typ, expr in COLUMNS)
+        paths = ", ".join(f"'$.\"{name}\"'" for name in _EXTRACTED)  # names of letters and _ only
         return (
-            f"SELECT {cols} FROM {source} e LEFT JOIN lake_sources src ON src.id = e.source_id "
+            f"SELECT {cols} FROM (SELECT *, json_extract_string(properties, [{paths}]) AS _props FROM {source}) e "
+            "LEFT JOIN lake_sources src ON src.id = e.source_id "
             "WHERE e.subject_id NOT IN (SELECT subject_id FROM lake_erased) ORDER BY e.id"
         )
 
@@ -427,7 +441,7 @@ class Lake:
 
     def _store_matches(self, m: Manifest) -> bool:
         """The store still holds the row the copy ends with (else: a restored or different database)."""
-        if m.store != self.fingerprint:
+        if m.store != self.fingerprint or m.format != FORMAT:
             return False
         if m.high == 0 or m.high_key is None:
             return self._store_max() >= m.scanned or m.scanned == 0
@@ -485,7 +499,9 @@ class Lake:
         with self.locked():
             m = self.live()
             if m is None or not self._store_matches(m):
-                if m is not None:
+                if m is not None and m.format != FORMAT:
+                    log.warning("the analytics store was built by an older version: rebuilding it")
+                elif m is not None:
                     log.warning("the analytics store no longer matches the database (restored?): rebuilding it")
                 out.rebuilt = True
                 out.copied = self._rebuild_locked(progress)
@@ -535,7 +551,7 @@ class Lake:
         for g in reversed(gens):
             if current is None or g > current:
                 cand = self._load(g)
-                if cand is not None and not cand.complete and cand.store == self.fingerprint:
+                if cand is not None and not cand.complete and cand.store == self.fingerprint and cand.format == FORMAT:
                     m = cand
                     break
         if m is None:
@@ -767,6 +783,11 @@ class Lake:
 
         rewritten = 0
         with self.locked():
+            live = self.live()
+            if live is not None and live.format != FORMAT:
+                # files of an older layout: built again first (a resumed rebuild may hold rows copied
+                # before the change, so the rows are copied again below all the same)
+                self._rebuild_locked(None)
             con = self._connect()
             try:
                 self._erased_table(con)

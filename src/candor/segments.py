@@ -38,6 +38,7 @@ from sqlalchemy import and_, desc, select, update
 from candor import audit
 from candor.consent.audience import PROFILE_TABLES, build_sql, profile_level
 from candor.events import DEFAULT_PERSONAL_PROPERTIES
+from candor.lake import PROMOTED
 from candor.profiles import TRAIT_SCAN, survive
 from candor.store import now_ms
 from candor.store.schema import events, segment_members, segment_runs, segments, sources
@@ -522,9 +523,12 @@ class Compiled:
 
 
 def _extraction(c: _Compiler, path: tuple[str, ...]) -> str:
-    """A property read from each event's JSON; only from the events some aggregate reading it keeps
-    (every use of the column is inside a FILTER on one of those scopes), since parsing JSON is most of
-    a segment's cost."""
+    """A property of each event: its column in the analytics store when it has one (lake.PROMOTED,
+    the same text), else read from the event's JSON, and then only from the events some aggregate
+    reading it keeps (every use of the column is inside a FILTER on one of those scopes), since
+    parsing JSON is most of a segment's cost."""
+    if len(path) == 1 and path[0] in c.promoted:
+        return f"e.p_{path[0]}"
     read = f"json_extract_string(e.properties, {c.bind(_json_path(path))})"
     scopes = c.path_scopes.get(path, [None])
     if any(s is None for s in scopes):
@@ -538,8 +542,9 @@ def _json_path(path: tuple[str, ...]) -> str:
 
 
 class _Compiler:
-    def __init__(self, now: int) -> None:
+    def __init__(self, now: int, promoted: Collection[str]) -> None:
         self.now = now
+        self.promoted = frozenset(promoted)
         self.params: dict[str, Any] = {}
         self.paths: dict[tuple[str, ...], str] = {}
         # per property path: the scopes of the aggregates that read it (None: one reads it everywhere)
@@ -678,9 +683,11 @@ def rfm_case(r: str, f: str) -> str:
     )
 
 
-def compile_sql(root: Node, now: int) -> Compiled:
-    """One DuckDB statement over the analytics views: (profile_id[, decided, subjects, restricted, l0..])."""
-    c = _Compiler(now)
+def compile_sql(root: Node, now: int, promoted: Collection[str] = ()) -> Compiled:
+    """One DuckDB statement over the analytics views: (profile_id[, decided, subjects, restricted, l0..]).
+    ``promoted``: the properties the ``events`` relation has columns ``p_<name>`` for (lake.PROMOTED
+    over the analytics store; none over the store's own events table)."""
+    c = _Compiler(now, promoted)
     top = c.expr(root)
     py = bool(c.py_leaves)
     people_cols = ", list(subject_id ORDER BY subject_id) AS subjects, bool_or(state = 'restricted') AS restricted"
@@ -987,7 +994,8 @@ class Segments:
         return self._run(root, now)
 
     def _run(self, root: Node, now: int) -> Run:
-        compiled = compile_sql(root, now)
+        # over the analytics store (DuckDB or Spark) the properties it has columns for are read from them
+        compiled = compile_sql(root, now, PROMOTED if self.rt.analytics.lake is not None else ())
         t0 = time.perf_counter()
         if self.engine is not None:  # Spark (or any candor.engines engine): the same statement over the lake
             ws = self.engine.workspace(self.rt.analytics)
