@@ -14,9 +14,11 @@ What one run does:
 2. Analytics store: a full rebuild (``Lake.rebuild``) and, after 10,000 more events, one incremental
    refresh.
 3. For each definition in ``DEFINITIONS``: ``Segments.evaluate`` on the analytics store (what Candor
-   runs), with ``--store-events`` also ``Segments.evaluate`` reading the events from the store itself
-   (what it ran before the analytics store; on SQLite every row then goes through Python, minutes at
-   10M events; ``--quick`` includes it), and, as the baseline, a hand-written DuckDB query of the same
+   runs), the same with every property read from the events' JSON (as before the analytics store had
+   ``p_<name>`` columns; the ratio is the columns' gain), with ``--store-events`` also
+   ``Segments.evaluate`` reading the events from the store itself (what it ran before the analytics
+   store; on SQLite every row then goes through Python, minutes at 10M events; ``--quick`` includes
+   it), and, as the baseline, a hand-written DuckDB query of the same
    result over the same Parquet files, measured in the same run. Results must be equal. Each is timed
    ``--repeat`` times; the median is reported.
 4. Prints a table and writes JSON to ``bench/results/segments-<timestamp>.json``.
@@ -44,6 +46,7 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from candor import segments as segments_module  # noqa: E402
 from candor.analytics import Analytics, _extension_path, tables_named  # noqa: E402
 from candor.app import Runtime  # noqa: E402
 from candor.config import Settings  # noqa: E402
@@ -228,6 +231,12 @@ def run(args: argparse.Namespace, say: Any) -> dict[str, Any]:
                 say(f"  {name}")
                 rt.analytics = lake_analytics
                 new_s, new = timed(lambda d=definition: rt.segments.evaluate(d, now=NOW), args.repeat)
+                # the same, every property read from the events' JSON (as before the p_ columns)
+                promoted, segments_module.PROMOTED = segments_module.PROMOTED, ()
+                try:
+                    json_s, by_json = timed(lambda d=definition: rt.segments.evaluate(d, now=NOW), args.repeat)
+                finally:
+                    segments_module.PROMOTED = promoted
                 old_s, old = None, new
                 if args.store_events:
                     rt.analytics = scanner
@@ -243,12 +252,14 @@ def run(args: argparse.Namespace, say: Any) -> dict[str, Any]:
                         con.close()
 
                 base_s, base = timed(hand, args.repeat)
-                assert new == old == base, f"{name}: results differ ({len(new)}, {len(old)}, {len(base)})"
+                assert new == old == base == by_json, f"{name}: results differ ({len(new)}, {len(old)}, {len(base)})"
                 out["definitions"][name] = {
                     "members": len(new),
                     "analytics_store_s": round(new_s, 3),
                     "scanner_s": round(old_s, 3) if old_s is not None else None,
                     "hand_written_s": round(base_s, 3),
+                    "properties_from_json_s": round(json_s, 3),
+                    "ratio_to_properties_from_json": round(new_s / json_s, 2) if json_s else None,
                     "ratio_to_hand_written": round(new_s / base_s, 2) if base_s else None,
                     "speedup_over_scanner": round(old_s / new_s, 2) if new_s and old_s is not None else None,
                 }
@@ -295,13 +306,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(json.dumps(results, indent=2))
     else:
         t = Table(title=f"segments: {args.profiles:,} profiles, {args.events:,} events (SQLite, DuckDB 2 threads)")
-        for col in ("definition", "members", "analytics store", "store events", "hand-written", "ratio", "speedup"):
+        cols = ("definition", "members", "analytics store", "properties from JSON", "store events", "hand-written",
+                "ratio", "speedup")  # fmt: skip
+        for col in cols:
             t.add_column(col)
         for name, d in results["definitions"].items():
             t.add_row(
                 name,
                 f"{d['members']:,}",
                 f"{d['analytics_store_s']:.3f} s",
+                f"{d['properties_from_json_s']:.3f} s (×{d['ratio_to_properties_from_json']})",
                 f"{d['scanner_s']:.3f} s" if d["scanner_s"] is not None else "-",
                 f"{d['hand_written_s']:.3f} s",
                 f"×{d['ratio_to_hand_written']}",
