@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from candor.analytics import _extension_path, tables_named  # noqa: E402
 from candor.app import Runtime  # noqa: E402
 from candor.config import Settings  # noqa: E402
-from candor.lake import COLUMNS, FORMAT  # noqa: E402
+from candor.lake import COLUMNS, FORMAT, PROMOTED  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 NOW = 1_790_000_000_000
@@ -148,6 +148,11 @@ def build(data: Path, people: int, n_events: int, seed: int) -> None:
     gen = data / "analytics" / "events" / "g000001"
     gen.mkdir(parents=True, exist_ok=True)
     part = gen / "part-000001.parquet"
+    # the p_ columns (lake.PROMOTED) hold the JSON's text: only revenue is in these properties
+    promoted = ", ".join(
+        f"CAST(round(5 + r * 100, 2) AS VARCHAR) AS p_{n}" if n == "revenue" else f"CAST(NULL AS VARCHAR) AS p_{n}"
+        for n in PROMOTED
+    )
     con.execute(
         f"""
         COPY (
@@ -161,7 +166,8 @@ def build(data: Path, people: int, n_events: int, seed: int) -> None:
                  CASE src WHEN 1 THEN 'analytics.js' WHEN 2 THEN 'analytics-ios' ELSE NULL END AS library,
                  src = 2 AS in_app, CAST(NULL AS VARCHAR) AS channel_hint, CAST(NULL AS VARCHAR) AS utm_medium,
                  CAST(NULL AS VARCHAR) AS utm_source, CAST(NULL AS VARCHAR) AS campaign,
-                 CASE WHEN src = 3 OR (src < 3 AND r >= 0.8) THEN round(5 + r * 100, 2) END AS revenue
+                 CASE WHEN src = 3 OR (src < 3 AND r >= 0.8) THEN round(5 + r * 100, 2) END AS revenue,
+                 {promoted}
           FROM (SELECT i, random() AS r, CAST(floor(random() * {people}) AS BIGINT) AS k,
                        {NOW} - CAST(random() * 180 * {DAY} AS BIGINT) AS ts,
                        CASE WHEN random() < 0.45 THEN 1 WHEN random() < 0.45 THEN 2 WHEN random() < 0.5 THEN 3
