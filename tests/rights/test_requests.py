@@ -162,7 +162,10 @@ async def test_erasure_leaves_nothing_and_the_person_stays_suppressed(
         req = a.rt.requests.get(rid)
         assert req.state == "completed", req
         stores = req.outcome["stores"]
-        assert stores["effective_ms"] < 1000 and stores["events"]["deleted"] == 4
+        # the keys are shredded (the erasure is effective) before the purge ends; how fast is measured
+        # by bench/rights.py, not here, where a loaded CI machine makes any wall-clock bound flaky
+        assert 0 <= stores["effective_ms"] <= stores["purged_ms"]
+        assert stores["events"]["deleted"] == 4
         # no row of the person remains in any store (PostgreSQL and SQLite, through SQL), nor in any
         # analytics file, and a refresh does not bring them back
         assert set(rows_of(a, people).values()) == {0}
