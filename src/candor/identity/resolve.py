@@ -45,6 +45,7 @@ CHUNK = 500
 JOB = "resolve"
 ANCHOR_ORDER = ("record", "user_id", "anonymous_id")
 MAX_CANDIDATES = 50  # most shared blocking keys first
+BULK_KEYS = 200_000  # match_keys rows from which SQLite rebuilds the subject index instead of updating it
 
 
 @dataclass
@@ -190,16 +191,36 @@ class Resolver:
         )
         conn.execute(stmt, {"name": name, "state": state, "updated_ms": now_ms()})
 
-    def _store_keys(self, conn: Any, recs: dict[str, dict[str, Any]]) -> None:
-        from candor.identity.matching import blocking_keys
+    def _store_keys(self, conn: Any, recs: dict[str, dict[str, Any]], normalised: dict[str, Any] | None = None) -> None:
+        """Store the HMAC'd blocking keys of ``recs`` (``normalised``: the same records, already through
+        ``normalise_record``), so ``link_new`` finds candidates without decrypting anyone.
 
-        rows = [
-            {"key_hash": self.vault.pseudonym("match_key", k), "subject_id": sid}
-            for sid, rec in recs.items()
-            for k in set(blocking_keys(rec))
-        ]
-        for i in range(0, len(rows), 5000):
-            conn.execute(self.store.insert_ignore(match_keys), rows[i : i + 5000])
+        A full resolution writes millions of rows: each distinct key is hashed once, and the rows go in
+        sorted by the primary key, so the B-tree is appended to instead of written at random pages. On
+        SQLite, past ``BULK_KEYS`` rows, the subject index is dropped and built again in the same
+        transaction (one sort instead of a random insert per row; a crash rolls both back)."""
+        from candor.identity.matching import _keys, normalise_record
+
+        hashed: dict[str, str] = {}  # one string per distinct key: the rows share them
+        ordered: list[tuple[str, str]] = []
+        for sid, rec in recs.items():
+            r = normalised[sid] if normalised is not None and sid in normalised else normalise_record(rec)
+            for k in set(_keys(r)):
+                h = hashed.get(k)
+                if h is None:
+                    h = hashed[k] = self.vault.pseudonym("match_key", k)
+                ordered.append((h, sid))
+        del hashed
+        ordered.sort()
+        rebuild = self.store.is_sqlite and len(ordered) >= BULK_KEYS
+        index = next(i for i in match_keys.indexes if i.name == "ix_match_keys_subject")
+        if rebuild:
+            index.drop(conn)
+        stmt = self.store.insert_ignore(match_keys)
+        for i in range(0, len(ordered), 5000):
+            conn.execute(stmt, [{"key_hash": h, "subject_id": sid} for h, sid in ordered[i : i + 5000]])
+        if rebuild:
+            index.create(conn)
 
     # -- full resolution -----------------------------------------------------------------------
     def resolve(
