@@ -67,3 +67,41 @@ def test_resolve_links_reviews_and_is_idempotent(tmp_path: Path) -> None:
         assert before["merged_profiles"] > 100
     finally:
         rt.close()
+
+
+def test_a_bulk_resolution_stores_every_blocking_key_and_keeps_the_subject_index(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """Past BULK_KEYS rows SQLite drops the subject index and builds it again: the rows are the
+    keys of every record, and the index is there afterwards."""
+    from candor.identity import resolve as resolve_module
+    from candor.identity.matching import blocking_keys
+    from candor.store.schema import match_keys
+
+    monkeypatch.setattr(resolve_module, "BULK_KEYS", 1)
+    bench = load("identity")
+    data = bench._load_data_module()
+    records, _truth = data.generate(400, seed=5)
+    rt = Runtime(Settings.from_env(env={}, data_dir=tmp_path / "data", default_jurisdiction="US"))
+    try:
+        files = bench.write_csvs(records, tmp_path / "csv", data.SOURCES)
+        for source, path in files.items():
+            bench.import_file(rt, path, source)
+        rt.resolver.resolve(actor="test")
+        with rt.store.engine.connect() as conn:
+            recs = rt.resolver.records(rt.resolver.active_subjects(conn), conn)
+            stored = {(h, s) for h, s in conn.execute(select(match_keys.c.key_hash, match_keys.c.subject_id))}
+            index = conn.exec_driver_sql(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND name = 'ix_match_keys_subject'"
+            ).scalar()
+            plan = " ".join(
+                str(row[-1])
+                for row in conn.exec_driver_sql(
+                    "EXPLAIN QUERY PLAN SELECT key_hash FROM match_keys WHERE subject_id = 'x'"
+                )
+            )
+        expected = {(rt.vault.pseudonym("match_key", k), sid) for sid, rec in recs.items() for k in blocking_keys(rec)}
+        assert len(expected) > 1000 and stored == expected
+        assert index == "ix_match_keys_subject" and "ix_match_keys_subject" in plan
+    finally:
+        rt.close()
