@@ -191,35 +191,33 @@ class Resolver:
         )
         conn.execute(stmt, {"name": name, "state": state, "updated_ms": now_ms()})
 
-    def _store_keys(self, conn: Any, recs: dict[str, dict[str, Any]], normalised: dict[str, Any] | None = None) -> None:
-        """Store the HMAC'd blocking keys of ``recs`` (``normalised``: the same records, already through
-        ``normalise_record``), so ``link_new`` finds candidates without decrypting anyone.
+    def _store_keys(self, conn: Any, recs: dict[str, dict[str, Any]]) -> None:
+        """Store the HMAC'd blocking keys of ``recs``, so ``link_new`` finds candidates without decrypting anyone.
 
         A full resolution writes millions of rows: each distinct key is hashed once, and the rows go in
         sorted by the primary key, so the B-tree is appended to instead of written at random pages. On
         SQLite, past ``BULK_KEYS`` rows, the subject index is dropped and built again in the same
         transaction (one sort instead of a random insert per row; a crash rolls both back)."""
-        from candor.identity.matching import _keys, normalise_record
+        from candor.identity.matching import blocking_keys
 
         hashed: dict[str, str] = {}  # one string per distinct key: the rows share them
         ordered: list[tuple[str, str]] = []
         for sid, rec in recs.items():
-            r = normalised[sid] if normalised is not None and sid in normalised else normalise_record(rec)
-            for k in set(_keys(r)):
+            for k in set(blocking_keys(rec)):
                 h = hashed.get(k)
                 if h is None:
                     h = hashed[k] = self.vault.pseudonym("match_key", k)
                 ordered.append((h, sid))
         del hashed
         ordered.sort()
-        rebuild = self.store.is_sqlite and len(ordered) >= BULK_KEYS
-        index = next(i for i in match_keys.indexes if i.name == "ix_match_keys_subject")
-        if rebuild:
+        index = None
+        if self.store.is_sqlite and len(ordered) >= BULK_KEYS:
+            index = next(i for i in match_keys.indexes if i.name == "ix_match_keys_subject")
             index.drop(conn)
         stmt = self.store.insert_ignore(match_keys)
         for i in range(0, len(ordered), 5000):
             conn.execute(stmt, [{"key_hash": h, "subject_id": sid} for h, sid in ordered[i : i + 5000]])
-        if rebuild:
+        if index is not None:
             index.create(conn)
 
     # -- full resolution -----------------------------------------------------------------------
