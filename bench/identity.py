@@ -212,7 +212,9 @@ def _source_info(rt: Any, name: str) -> Any:
     )
 
 
-def import_file(rt: Any, path: Path, source: str, tick: Callable[[int], None] | None = None) -> dict[str, Any]:
+def import_file(
+    rt: Any, path: Path, source: str, tick: Callable[[int], None] | None = None, batch_rows: int | None = None
+) -> dict[str, Any]:
     """``candor import records FILE --source SOURCE --id-column record_id --map MAPPING --no-link``.
 
     ``tick(rows)`` hears the rows written after each batch (for the import-rate curve)."""
@@ -225,7 +227,8 @@ def import_file(rt: Any, path: Path, source: str, tick: Callable[[int], None] | 
     importer = Importer(rt.validator_for(src), rt.vault.pseudonym, source)
     report = ImportReport()
     rt.identity.settle_interrupted(actor="bench")
-    for batch in importer.messages(path, "record_id", mapping, report):
+    rows = {"batch_rows": batch_rows} if batch_rows else {}
+    for batch in importer.messages(path, "record_id", mapping, report, **rows):
         result = rt.ingestor.submit_sync(Work(src.id, batch, [], now_ms(), defer_profiles=True), timeout=600)
         report.imported += result.accepted
         report.unchanged += result.duplicates
@@ -438,6 +441,8 @@ def run_size(
     keep: Path | None,
     say: Callable[[str], None],
     baseline: bool = True,
+    import_batch: int | None = None,
+    import_only: bool = False,
 ) -> dict[str, Any]:
     from candor.app import Runtime
     from candor.config import Settings
@@ -488,7 +493,7 @@ def run_size(
             with phases("import"):
                 for source, path in paths.items():
                     started = time.perf_counter()
-                    imports[source] = import_file(rt, path, source, tick)
+                    imports[source] = import_file(rt, path, source, tick, import_batch)
                     imports[source]["seconds"] = time.perf_counter() - started
             result["import"] = imports
             result["import_curve"] = curve
@@ -501,6 +506,9 @@ def run_size(
             result["after_import"] = scores(data, pred_import, truth) | {
                 "diagnosis": diagnose(pred_import, truth, records)
             }
+            if import_only:
+                return result | {"seconds": phases.seconds, "cpu_seconds": phases.cpu_seconds,
+                                 "peak_rss_bytes": phases.peak_bytes}  # fmt: skip
             with phases("resolve"):
                 report = rt.resolver.resolve(actor="bench")
             result["resolve"] = report.as_dict() | {"seconds": dict(report.timings)}
@@ -592,6 +600,11 @@ def print_table(results: dict[str, Any]) -> None:
 
     mb = 2**20
     for r in results["sizes"]:
+        if "candor" not in r:  # --import-only
+            rate = r["records"] / r["seconds"]["import"]
+            print(f"{r['records']:,} records: import {r['seconds']['import']:.1f} s ({rate:,.0f} rows/s), "
+                  f"CPU {r['cpu_seconds']['import']:.1f} s, after import F1 {r['after_import']['f1']:.4f}")  # fmt: skip
+            continue
         table = Table(title=f"identity, {r['records']:,} records ({r['people']:,} people), seed {r['seed']}")
         for col in ("metric", "value", "baseline / ratio", "target", "result"):
             table.add_column(col)
@@ -710,6 +723,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--env", action="append", default=[], metavar="CANDOR_X=V", help="a Candor setting (repeatable)")
     p.add_argument("--keep", type=Path, help="keep the CSV files and data directories under this directory")
     p.add_argument("--no-baseline", action="store_true", help="skip Splink alone")
+    p.add_argument("--import-only", action="store_true", help="stop after the import (to compare import settings)")
+    p.add_argument("--import-batch", type=int, help="rows per writer transaction of the import (default: Candor's)")
     p.add_argument("--quick", action="store_true", help=f"{QUICK_RECORDS:,} records, in-process (for the tests)")
     p.add_argument("--in-process", action="store_true", help="run every size in this process")
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
@@ -734,6 +749,10 @@ def _child(args: argparse.Namespace, n: int, say: Callable[[str], None]) -> dict
             cmd += ["--keep", str(args.keep)]
         if args.no_baseline:
             cmd.append("--no-baseline")
+        if args.import_only:
+            cmd.append("--import-only")
+        if args.import_batch:
+            cmd += ["--import-batch", str(args.import_batch)]
         if args.quiet:
             cmd.append("--quiet")
         subprocess.run(cmd, check=True)
@@ -764,6 +783,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     keep=args.keep,
                     say=say,
                     baseline=not args.no_baseline,
+                    import_batch=args.import_batch,
+                    import_only=args.import_only,
                 )
             )
         else:

@@ -32,6 +32,7 @@ def test_defaults_and_env(tmp_path: Path) -> None:
         ({"CANDOR_DATABASE_URL": "mysql://x"}, "CANDOR_DATABASE_URL"),
         ({"CANDOR_SQLITE_SYNCHRONOUS": "OFF"}, "acknowledged"),
         ({"CANDOR_MAX_JSON_DEPTH": "0"}, "CANDOR_MAX_JSON_DEPTH"),
+        ({"CANDOR_SQLITE_CACHE_MB": "0"}, "CANDOR_SQLITE_CACHE_MB"),
     ],
 )
 def test_bad_settings_name_the_setting(env: dict[str, str], message: str) -> None:

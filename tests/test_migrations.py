@@ -33,6 +33,13 @@ def test_sqlite_runs_in_wal_with_full_sync(tmp_path: object) -> None:
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
             assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
             assert conn.exec_driver_sql("PRAGMA secure_delete").scalar() == 1
+            assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == -64 * 1024  # 64 MB, in KiB
+    finally:
+        store.dispose()
+    store = Store(Settings.from_env(env={"CANDOR_SQLITE_CACHE_MB": "8"}, data_dir=Path(str(tmp_path))))
+    try:
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == -8 * 1024
     finally:
         store.dispose()
 

@@ -42,6 +42,9 @@ class Settings:
     max_json_depth: int = field(default=32, metadata={"env": "CANDOR_MAX_JSON_DEPTH"})
     log_level: str = field(default="info", metadata={"env": "CANDOR_LOG_LEVEL"})
     sqlite_synchronous: str = field(default="FULL", metadata={"env": "CANDOR_SQLITE_SYNCHRONOUS"})
+    # page cache of each SQLite connection (SQLite's own default is 2 MB): the indexes of a large store
+    # are written at random places (pseudonyms are HMACs), and a small cache rereads them from the OS
+    sqlite_cache_mb: int = field(default=64, metadata={"env": "CANDOR_SQLITE_CACHE_MB"})
     cors_origins: str = field(default="", metadata={"env": "CANDOR_CORS_ORIGINS"})
     body_timeout_seconds: int = field(default=30, metadata={"env": "CANDOR_BODY_TIMEOUT_SECONDS"})
     rate_collect_per_key: str = field(default="5000/second", metadata={"env": "CANDOR_RATE_COLLECT_PER_KEY"})
@@ -189,6 +192,8 @@ class Settings:
                 "CANDOR_SQLITE_SYNCHRONOUS must be FULL, EXTRA or NORMAL; OFF would break the promise "
                 "that an acknowledged event is committed"
             )
+        if not 1 <= self.sqlite_cache_mb <= 65536:
+            raise ConfigError("CANDOR_SQLITE_CACHE_MB must be between 1 and 65536 (megabytes per connection)")
         if self.max_request_bytes < self.max_batch_bytes:
             raise ConfigError("CANDOR_MAX_REQUEST_BYTES must be at least CANDOR_MAX_BATCH_BYTES")
         if not 1 <= self.max_json_depth <= 256:

@@ -617,9 +617,9 @@ class Ingestor:
                 for (source_id, mtype, outcome, day), n in counts.items():
                     conn.execute(stmt, {"source_id": source_id, "type": mtype, "outcome": outcome, "day": day, "n": n})
         # committed: only now may caches learn what the transaction wrote
-        for sid, data_key in new_keys.items():
+        for sid in new_keys:
             if real(sid) == sid:
-                vault.remember(sid, data_key)
+                vault.remember_aead(sid, aeads[sid])  # the cipher the events were sealed with
         with self._lock:
             if len(self._ids) > self._id_cache_size:
                 self._ids.clear()

@@ -269,6 +269,10 @@ class Vault:
         self._remember(subject_id, aead)
         return aead
 
+    def remember_aead(self, subject_id: str, aead: AESGCM) -> None:
+        """Cache a cipher already built for ``subject_id``'s data key (a new subject's, at commit)."""
+        self._remember(subject_id, aead)
+
     def forget(self, subject_id: str) -> None:
         with self._lock:
             self._keys.pop(subject_id, None)

@@ -45,6 +45,7 @@ class Store:
                 poolclass=None if pool else NullPool,
             )
             sync = settings.sqlite_synchronous.upper()
+            cache_kib = settings.sqlite_cache_mb * 1024
 
             @event.listens_for(self.engine, "connect")
             def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -55,6 +56,7 @@ class Store:
                 cur.execute(f"PRAGMA synchronous={sync}")
                 cur.execute("PRAGMA foreign_keys=ON")
                 cur.execute("PRAGMA busy_timeout=30000")
+                cur.execute(f"PRAGMA cache_size=-{cache_kib}")  # negative: KiB, not pages
                 # Deleted content is overwritten with zeros: erased ciphertext and keys leave no trace.
                 cur.execute("PRAGMA secure_delete=ON")
                 cur.close()
