@@ -16,6 +16,9 @@ What one size does, the way a user runs Candor:
    ``candor import records``: ``Importer`` (validation, pseudonymisation, encryption) and the writer
    (``Ingestor.submit_sync``: deterministic stitching on email, phone, userId and the loyalty card).
    No ``link_new`` here: there is no model before the first ``resolve`` (the CLI's link step finds none).
+   All files but the last are imported as with ``--defer-profiles``, so one replay of the log after the
+   last settles the profiles of all of them (``--settle-each``: each file settles its own, as five
+   imports without the flag do).
 3. ``Resolver.resolve`` (decrypt, train, predict, write edges). Final profiles are read back from
    ``profile_subjects`` and the record identifiers, and scored pairwise against the truth; so is the
    state after import alone (deterministic stitching only), to tell the two stages' errors apart.
@@ -213,9 +216,15 @@ def _source_info(rt: Any, name: str) -> Any:
 
 
 def import_file(
-    rt: Any, path: Path, source: str, tick: Callable[[int], None] | None = None, batch_rows: int | None = None
+    rt: Any,
+    path: Path,
+    source: str,
+    tick: Callable[[int], None] | None = None,
+    batch_rows: int | None = None,
+    defer: bool = False,
 ) -> dict[str, Any]:
-    """``candor import records FILE --source SOURCE --id-column record_id --map MAPPING --no-link``.
+    """``candor import records FILE --source SOURCE --id-column record_id --map MAPPING --no-link``
+    (``defer``: with ``--defer-profiles``).
 
     ``tick(rows)`` hears the rows written after each batch (for the import-rate curve)."""
     from candor.identity.records import Importer, ImportReport, parse_mapping
@@ -226,7 +235,7 @@ def import_file(
     src = _source_info(rt, source)
     importer = Importer(rt.validator_for(src), rt.vault.pseudonym, source)
     report = ImportReport()
-    rt.identity.settle_interrupted(actor="bench")
+    earlier = not defer and rt.identity.profiles_pending()
     rows = {"batch_rows": batch_rows} if batch_rows else {}
     for batch in importer.messages(path, "record_id", mapping, report, **rows):
         result = rt.ingestor.submit_sync(Work(src.id, batch, [], now_ms(), defer_profiles=True), timeout=600)
@@ -234,7 +243,8 @@ def import_file(
         report.unchanged += result.duplicates
         if tick is not None:
             tick(len(batch))
-    rt.ingestor.settle_profiles()
+    if not defer:
+        rt.ingestor.settle_profiles(full=earlier, actor="bench")
     return report.as_dict()
 
 
@@ -443,6 +453,7 @@ def run_size(
     baseline: bool = True,
     import_batch: int | None = None,
     import_only: bool = False,
+    settle_each: bool = False,
 ) -> dict[str, Any]:
     from candor.app import Runtime
     from candor.config import Settings
@@ -491,9 +502,12 @@ def run_size(
                         say(f"    {done[0]:,} rows imported, {curve[-1][1]:.0f} s")
 
             with phases("import"):
+                last = list(paths)[-1]
                 for source, path in paths.items():
                     started = time.perf_counter()
-                    imports[source] = import_file(rt, path, source, tick, import_batch)
+                    # as a user loads several exports: all but the last with --defer-profiles
+                    defer = not settle_each and source != last
+                    imports[source] = import_file(rt, path, source, tick, import_batch, defer)
                     imports[source]["seconds"] = time.perf_counter() - started
             result["import"] = imports
             result["import_curve"] = curve
@@ -725,6 +739,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-baseline", action="store_true", help="skip Splink alone")
     p.add_argument("--import-only", action="store_true", help="stop after the import (to compare import settings)")
     p.add_argument("--import-batch", type=int, help="rows per writer transaction of the import (default: Candor's)")
+    p.add_argument("--settle-each", action="store_true", help="settle profiles after each file (no --defer-profiles)")
     p.add_argument("--quick", action="store_true", help=f"{QUICK_RECORDS:,} records, in-process (for the tests)")
     p.add_argument("--in-process", action="store_true", help="run every size in this process")
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
@@ -753,6 +768,8 @@ def _child(args: argparse.Namespace, n: int, say: Callable[[str], None]) -> dict
             cmd.append("--import-only")
         if args.import_batch:
             cmd += ["--import-batch", str(args.import_batch)]
+        if args.settle_each:
+            cmd.append("--settle-each")
         if args.quiet:
             cmd.append("--quiet")
         subprocess.run(cmd, check=True)
@@ -785,6 +802,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     baseline=not args.no_baseline,
                     import_batch=args.import_batch,
                     import_only=args.import_only,
+                    settle_each=args.settle_each,
                 )
             )
         else:

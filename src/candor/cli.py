@@ -670,6 +670,15 @@ def import_records(
         ),
     ] = "",
     link: Annotated[bool, typer.Option(help="Link new records probabilistically against existing profiles")] = True,
+    defer_profiles: Annotated[
+        bool,
+        typer.Option(
+            help="Leave the profiles of this import to the next import without this flag (one replay settles "
+            "all of them), `candor identity resolve` or `candor identity rebuild`: for loading several "
+            "exports in a row. Until then its records stay apart from the profiles they stitch to; implies "
+            "--no-link"
+        ),
+    ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
 ) -> None:
     """Import rows as source records: traits encrypted, email/phone/ids stitched, errors per row."""
@@ -695,7 +704,8 @@ def import_records(
         )
         importer = Importer(rt.validator_for(src), rt.vault.pseudonym, source)
         report = ImportReport()
-        rt.identity.settle_interrupted(actor="cli")  # profiles an interrupted import left behind
+        # profiles an earlier import left pending (deferred, or killed): settled with this one's, in one replay
+        earlier = not defer_profiles and rt.identity.profiles_pending()
         task = progress.add_task(f"importing {file.name}", total=None)
         pids: list[str] = []
         for batch in importer.messages(file, id_column, mapping, report):
@@ -705,10 +715,11 @@ def import_records(
             report.unchanged += result.duplicates
             pids.extend(i[1] for m in batch for i in m.identifiers if i[0] == "record")
             progress.update(task, completed=report.rows)
-        progress.update(task, description="updating profiles")
-        rt.ingestor.settle_profiles()
         linked = None
-        if link and pids:
+        if not defer_profiles:
+            progress.update(task, description="updating profiles")
+            rt.ingestor.settle_profiles(full=earlier, actor="cli")
+        if link and pids and not defer_profiles:
             from sqlalchemy import select
 
             from candor.store.schema import identifiers
@@ -725,6 +736,7 @@ def import_records(
                     )
             linked = rt.resolver.link_new(sorted(subjects), actor="cli").as_dict()
     out = report.as_dict()
+    out["profiles"] = "pending" if defer_profiles else "settled"
     if linked is not None:
         out["probabilistic"] = linked
     if json_out:
@@ -733,6 +745,11 @@ def import_records(
         console.print(
             f"{report.rows} rows: {report.imported} imported, {report.unchanged} unchanged, {len(report.errors)} errors"
         )
+        if defer_profiles:
+            console.print(
+                "profiles pending: the next import without --defer-profiles, `candor identity resolve` or "
+                "`candor identity rebuild` settles them"
+            )
         for e in report.errors[:50]:
             console.print(f"  row {e.row}: {e.error}")
         if len(report.errors) > 50:

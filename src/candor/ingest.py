@@ -146,11 +146,19 @@ class Ingestor:
                 del self._ids[key]
             self._edges.clear()
 
-    def settle_profiles(self) -> int:
-        """Recompute the profiles a deferred import touched, in one update; how many subjects."""
+    def settle_profiles(self, *, full: bool = False, actor: str = "system") -> int:
+        """Recompute the profiles a deferred import touched, in one update; how many subjects.
+
+        ``full``: replay the whole log instead (``Identity.rebuild``), for an import that found profiles
+        left pending by an earlier one (``--defer-profiles`` or a crash): one replay settles both."""
         with self._lock:
             pending, self._pending = self._pending, set()
-        if self.identity is None or not pending:
+        if self.identity is None:
+            return 0
+        if full:
+            self.identity.rebuild(actor=actor)
+            return len(pending)
+        if not pending:
             return 0
         with self.store.write() as conn:
             self.identity.after_edges(conn, pending, bulk=len(pending) >= BULK_SETTLE)
@@ -572,9 +580,10 @@ class Ingestor:
                             start.add(sa)
                             start.add(sb)
                     if start and all(w.defer_profiles for w in works):
-                        if not self._pending:
-                            # durable: a crash before settle_profiles leaves the mark, and a rebuild follows
-                            self.identity.mark_pending(conn)
+                        # durable, with every deferred batch (a rebuild in another process may have
+                        # cleared it since the last one): a crash before settle_profiles, or an import
+                        # that leaves its profiles to a later one, leaves the mark and a rebuild follows
+                        self.identity.mark_pending(conn)
                         self._pending |= start
                     elif start:
                         self.identity.after_edges(conn, start)

@@ -230,3 +230,41 @@ def test_a_deferred_import_settles_to_the_stitched_profiles_and_an_interrupted_o
         assert _partition(again, records) == people(records)
     finally:
         again.close()
+
+
+def test_imports_that_defer_their_profiles_are_settled_by_the_next_one_in_one_replay(tmp_path: Path) -> None:
+    """Several exports in a row: ``--defer-profiles`` leaves the profiles (and the mark) to the next
+    import without the flag, which replays the log once; ``identity rebuild`` clears the mark too."""
+    data = tmp_path / "data"
+    files = {
+        "pos": "card,fname,mail\nC-1,Zofia,zofia@example.org\nC-2,Marcus,marcus@example.org\n",
+        "crm": "card,fname,mail\nK-1,Zofia,zofia@example.org\n",
+        "web": "card,fname,mail\nW-1,Marcus,marcus@example.org\n",
+    }
+    for name, text in files.items():
+        (tmp_path / f"{name}.csv").write_text(text, encoding="utf-8")
+    records = [{"source": s, "record_id": line.split(",")[0]} for s, t in files.items() for line in t.splitlines()[1:]]
+    records.append({"source": "crm", "record_id": "K-2"})  # a row of a later export
+
+    def imported(source: str, *flags: str) -> dict[str, object]:
+        args = ["import", "records", str(tmp_path / f"{source}.csv"), "--source", source, "--id-column", "card"]
+        return json.loads(run(data, *args, "--map", "fname=firstName,mail=email", "--json", *flags))
+
+    def state() -> tuple[bool, set[frozenset[str]]]:
+        rt = Runtime(Settings.from_env(env={}, data_dir=data))
+        try:
+            return rt.identity.profiles_pending(), {p for p in _partition(rt, records) if len(p) > 1}
+        finally:
+            rt.close()
+
+    assert imported("pos", "--defer-profiles")["profiles"] == "pending"
+    assert imported("crm", "--defer-profiles")["profiles"] == "pending"
+    assert state() == (True, set())  # K-1 shares Zofia's email, but no profile joins them yet
+    assert imported("web")["profiles"] == "settled"
+    assert state() == (False, {frozenset({"C-1", "K-1"}), frozenset({"C-2", "W-1"})})
+
+    (tmp_path / "crm.csv").write_text(files["crm"] + "K-2,Marcus,marcus@example.org\n", encoding="utf-8")
+    imported("crm", "--defer-profiles")
+    assert state() == (True, {frozenset({"C-1", "K-1"}), frozenset({"C-2", "W-1"})})
+    run(data, "identity", "rebuild")
+    assert state() == (False, {frozenset({"C-1", "K-1"}), frozenset({"C-2", "W-1", "K-2"})})

@@ -258,16 +258,18 @@ class Identity:
     def clear_pending(self, conn: Any) -> None:
         conn.execute(delete(identity_jobs).where(identity_jobs.c.name == PENDING_MARK))
 
-    def settle_interrupted(self, *, actor: str = "system") -> bool:
-        """A deferred import that never settled (a crash) left profiles behind its edges: rebuild them
-        by a full replay. True when there was one."""
+    def profiles_pending(self) -> bool:
+        """Whether an import left profiles behind its edges (deferred to later, or killed before settling)."""
         with self.store.engine.connect() as conn:
             found = conn.execute(select(identity_jobs.c.name).where(identity_jobs.c.name == PENDING_MARK)).scalar()
-        if found is None:
+        return found is not None
+
+    def settle_interrupted(self, *, actor: str = "system") -> bool:
+        """Profiles left behind their edges by an import (see :meth:`profiles_pending`): rebuild them
+        by a full replay. True when there were."""
+        if not self.profiles_pending():
             return False
         self.rebuild(actor=actor)
-        with self.store.write() as conn:
-            self.clear_pending(conn)
         return True
 
     def _store(self, conn: Any, source: SqlSource | BulkSource, outcome: Outcome) -> None:
@@ -669,6 +671,7 @@ class Identity:
             conn.execute(delete(identity_flags))
             source.profile_of = {}  # deleted above: every profile row is written again
             self._store(conn, source, outcome)
+            self.clear_pending(conn)  # a full replay leaves nothing pending
             audit.record(conn, actor, "identity.rebuild", details={"edges": len(edges), "subjects": len(subjects)})
         sizes = Counter(outcome.profile_of.values())
         return {
