@@ -192,3 +192,16 @@ async def test_incremental_profiles_equal_a_full_rebuild(settings: Settings) -> 
         after = (partition(a), {e["id"]: e["state"] for e in table(a, identity_edges)})
         assert before == after
         assert any(len(g) > 1 for g in before[0]) and "held" in before[1].values()
+        # a rebuild writes only the rows that differ: a damaged profile table is repaired all the same
+        rows = table(a, profile_subjects)
+        with a.rt.store.write() as conn:
+            conn.execute(profile_subjects.delete().where(profile_subjects.c.subject_id == rows[0]["subject_id"]))
+            conn.execute(
+                profile_subjects.update()
+                .where(profile_subjects.c.subject_id == rows[1]["subject_id"])
+                .values(profile_id="not-a-profile")
+            )
+            conn.execute(profile_subjects.insert(), {"subject_id": "no-edges", "profile_id": rows[2]["profile_id"]})
+        assert partition(a) != before[0]
+        a.rt.identity.rebuild()
+        assert partition(a) == before[0]

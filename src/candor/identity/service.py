@@ -667,9 +667,12 @@ class Identity:
             counts = source.neighbour_counts(nodes)
             flags = {n: max(c.values()) for n, c in counts.items() if self.rules.is_flagged(n, c)}
             outcome = decide(subjects, edges, flags, source.limited_counts(subjects), self.rules)
-            conn.execute(delete(profile_subjects))
+            # profile rows: only the ones that change are written (a million-subject store keeps most),
+            # and rows of subjects no edge mentions any more go
+            stale = [s for s in source.profile_of if s not in outcome.subjects]
+            for chunk in _chunks(stale):
+                conn.execute(delete(profile_subjects).where(profile_subjects.c.subject_id.in_(chunk)))
             conn.execute(delete(identity_flags))
-            source.profile_of = {}  # deleted above: every profile row is written again
             self._store(conn, source, outcome)
             self.clear_pending(conn)  # a full replay leaves nothing pending
             audit.record(conn, actor, "identity.rebuild", details={"edges": len(edges), "subjects": len(subjects)})
