@@ -222,14 +222,12 @@ def import_file(
     tick: Callable[[int], None] | None = None,
     batch_rows: int | None = None,
     defer: bool = False,
-    serial: bool = False,
 ) -> dict[str, Any]:
     """``candor import records FILE --source SOURCE --id-column record_id --map MAPPING --no-link``
-    (``defer``: with ``--defer-profiles``; ``serial``: each batch written before the next is built, as
-    before ``write_batches``).
+    (``defer``: with ``--defer-profiles``).
 
     ``tick(rows)`` hears the rows written after each batch (for the import-rate curve)."""
-    from candor.identity.records import Importer, ImportReport, parse_mapping, write_batches
+    from candor.identity.records import Importer, ImportReport, parse_mapping
     from candor.ingest import Work
     from candor.store import now_ms
 
@@ -239,13 +237,8 @@ def import_file(
     report = ImportReport()
     earlier = not defer and rt.identity.profiles_pending()
     rows = {"batch_rows": batch_rows} if batch_rows else {}
-    batches = importer.messages(path, "record_id", mapping, report, **rows)
-    written = (
-        ((b, rt.ingestor.submit_sync(Work(src.id, b, [], now_ms(), defer_profiles=True), timeout=600)) for b in batches)
-        if serial
-        else write_batches(rt.ingestor, src.id, batches)
-    )
-    for batch, result in written:
+    for batch in importer.messages(path, "record_id", mapping, report, **rows):
+        result = rt.ingestor.submit_sync(Work(src.id, batch, [], now_ms(), defer_profiles=True), timeout=600)
         report.imported += result.accepted
         report.unchanged += result.duplicates
         if tick is not None:
@@ -461,7 +454,6 @@ def run_size(
     import_batch: int | None = None,
     import_only: bool = False,
     settle_each: bool = False,
-    serial_import: bool = False,
 ) -> dict[str, Any]:
     from candor.app import Runtime
     from candor.config import Settings
@@ -515,7 +507,7 @@ def run_size(
                     started = time.perf_counter()
                     # as a user loads several exports: all but the last with --defer-profiles
                     defer = not settle_each and source != last
-                    imports[source] = import_file(rt, path, source, tick, import_batch, defer, serial_import)
+                    imports[source] = import_file(rt, path, source, tick, import_batch, defer)
                     imports[source]["seconds"] = time.perf_counter() - started
             result["import"] = imports
             result["import_curve"] = curve
@@ -748,7 +740,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--import-only", action="store_true", help="stop after the import (to compare import settings)")
     p.add_argument("--import-batch", type=int, help="rows per writer transaction of the import (default: Candor's)")
     p.add_argument("--settle-each", action="store_true", help="settle profiles after each file (no --defer-profiles)")
-    p.add_argument("--serial-import", action="store_true", help="write each import batch before building the next")
     p.add_argument("--quick", action="store_true", help=f"{QUICK_RECORDS:,} records, in-process (for the tests)")
     p.add_argument("--in-process", action="store_true", help="run every size in this process")
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
@@ -779,8 +770,6 @@ def _child(args: argparse.Namespace, n: int, say: Callable[[str], None]) -> dict
             cmd += ["--import-batch", str(args.import_batch)]
         if args.settle_each:
             cmd.append("--settle-each")
-        if args.serial_import:
-            cmd.append("--serial-import")
         if args.quiet:
             cmd.append("--quiet")
         subprocess.run(cmd, check=True)
@@ -814,7 +803,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     import_batch=args.import_batch,
                     import_only=args.import_only,
                     settle_each=args.settle_each,
-                    serial_import=args.serial_import,
                 )
             )
         else:

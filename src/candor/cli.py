@@ -684,7 +684,9 @@ def import_records(
     """Import rows as source records: traits encrypted, email/phone/ids stitched, errors per row."""
     from rich.progress import Progress
 
-    from candor.identity.records import Importer, ImportError_, ImportReport, parse_mapping, write_batches
+    from candor.identity.records import Importer, ImportError_, ImportReport, parse_mapping
+    from candor.ingest import Work
+    from candor.store import now_ms
 
     with opened(ImportError_) as rt, Progress(console=err, transient=True) as progress:
         mapping = parse_mapping(map_)
@@ -706,8 +708,9 @@ def import_records(
         earlier = not defer_profiles and rt.identity.profiles_pending()
         task = progress.add_task(f"importing {file.name}", total=None)
         pids: list[str] = []
-        # profiles are recomputed once, after the last batch (settle_profiles), not per batch
-        for batch, result in write_batches(rt.ingestor, src.id, importer.messages(file, id_column, mapping, report)):
+        for batch in importer.messages(file, id_column, mapping, report):
+            # profiles are recomputed once, after the last batch (settle_profiles), not per batch
+            result = rt.ingestor.submit_sync(Work(src.id, batch, [], now_ms(), defer_profiles=True), timeout=600)
             report.imported += result.accepted
             report.unchanged += result.duplicates
             pids.extend(i[1] for m in batch for i in m.identifiers if i[0] == "record")

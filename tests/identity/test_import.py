@@ -7,7 +7,6 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
 from candor.app import Runtime
@@ -271,39 +270,3 @@ def test_imports_that_defer_their_profiles_are_settled_by_the_next_one_in_one_re
     assert state() == (True, {frozenset({"C-1", "K-1"}), frozenset({"C-2", "W-1"})})
     run(data, "identity", "rebuild")
     assert state() == (False, {frozenset({"C-1", "K-1"}), frozenset({"C-2", "W-1", "K-2"})})
-
-
-def test_batches_are_written_in_order_and_a_failed_write_stops_the_import(
-    make_settings: Callable[..., Settings], tmp_path: Path
-) -> None:
-    """``write_batches`` keeps one batch in flight: each result comes back with its own batch, in order,
-    and a write that fails raises instead of being skipped."""
-    import dataclasses
-
-    from candor.identity.records import Importer, ImportReport, parse_mapping, write_batches
-
-    rows = "\n".join(f"R-{i},N{i},p{i}@example.org" for i in range(25))
-    path = tmp_path / "crm.csv"
-    path.write_text("id,fname,mail\n" + rows + "\n", encoding="utf-8")
-    rt = Runtime(make_settings())
-    try:
-        src = rt.directory.create_source("crm")
-        info = rt.directory.source_for_key(src)
-        assert info is not None
-        importer = Importer(rt.validator_for(info), rt.vault.pseudonym, "crm")
-        mapping = parse_mapping("fname=firstName,mail=email")
-        batches = list(importer.messages(path, "id", mapping, ImportReport(), batch_rows=10))
-        assert [len(b) for b in batches] == [10, 10, 5]
-        seen = [(b, r.accepted) for b, r in write_batches(rt.ingestor, info.id, iter(batches))]
-        assert [(b is batches[i], n) for i, (b, n) in enumerate(seen)] == [(True, 10), (True, 10), (True, 5)]
-        # the same rows again are duplicates; a batch the writer cannot store raises
-        broken = [
-            dataclasses.replace(m, message_id=m.message_id + ":2", sealed_doc="not bytes")  # type: ignore[arg-type]
-            for m in batches[1]
-        ]
-        got = write_batches(rt.ingestor, info.id, iter([batches[0], broken, batches[2]]))
-        assert next(got)[1].duplicates == 10
-        with pytest.raises(TypeError):
-            next(got)
-    finally:
-        rt.close()

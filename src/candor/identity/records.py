@@ -205,26 +205,3 @@ class Importer:
             raise ImportError_(f"{path.name} has no rows (a header line and at least one row are needed)")
         if batch:
             yield batch
-
-
-def write_batches(
-    ingestor: Any, source_id: int, batches: Iterator[list[Message]], *, timeout: float = 600.0
-) -> Iterator[tuple[list[Message], Any]]:
-    """Hand ``batches`` to the writer with profiles deferred, and yield ``(batch, WriteResult)`` as each
-    commits. One batch is in flight while the next is built: SQLite's inserts and commit run without
-    the interpreter lock, so the validation, pseudonyms and sealing of the next rows overlap them. A
-    failed write raises here, one batch later than it was handed over (an import is idempotent: run it
-    again)."""
-    import concurrent.futures
-
-    from candor.ingest import Work
-
-    flight: tuple[list[Message], concurrent.futures.Future[Any]] | None = None
-    for batch in batches:
-        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        ingestor.submit_future(Work(source_id, batch, [], now_ms(), defer_profiles=True), fut)
-        if flight is not None:
-            yield flight[0], flight[1].result(timeout)
-        flight = (batch, fut)
-    if flight is not None:
-        yield flight[0], flight[1].result(timeout)
