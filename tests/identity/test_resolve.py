@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -103,5 +104,30 @@ def test_a_bulk_resolution_stores_every_blocking_key_and_keeps_the_subject_index
         expected = {(rt.vault.pseudonym("match_key", k), sid) for sid, rec in recs.items() for k in blocking_keys(rec)}
         assert len(expected) > 1000 and stored == expected
         assert index == "ix_match_keys_subject" and "ix_match_keys_subject" in plan
+    finally:
+        rt.close()
+
+
+def test_the_blocking_keys_of_a_resolution_are_stored_on_each_backend(make_settings: Callable[..., Settings]) -> None:
+    """The keys go to the driver as plain parameters (qmark on SQLite, format on PostgreSQL): every key
+    of every record is stored, once, and ``link_new`` finds its candidates through them."""
+    from candor.identity.matching import blocking_keys
+    from candor.store.schema import match_keys
+
+    bench = load("identity")
+    data = bench._load_data_module()
+    records, _truth = data.generate(300, seed=6)
+    settings = make_settings()
+    rt = Runtime(settings)
+    try:
+        for source, path in bench.write_csvs(records, settings.data_dir / "csv", data.SOURCES).items():
+            bench.import_file(rt, path, source)
+        rt.resolver.resolve(actor="test")
+        rt.resolver.resolve(actor="test")  # again: the same keys, no duplicates, no error
+        with rt.store.engine.connect() as conn:
+            recs = rt.resolver.records(rt.resolver.active_subjects(conn), conn)
+            stored = [(h, s) for h, s in conn.execute(select(match_keys.c.key_hash, match_keys.c.subject_id))]
+        expected = {(rt.vault.pseudonym("match_key", k), sid) for sid, rec in recs.items() for k in blocking_keys(rec)}
+        assert len(expected) > 500 and len(stored) == len(set(stored)) and set(stored) == expected
     finally:
         rt.close()

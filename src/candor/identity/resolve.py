@@ -214,9 +214,12 @@ class Resolver:
         if self.store.is_sqlite and len(ordered) >= BULK_KEYS:
             index = next(i for i in match_keys.indexes if i.name == "ix_match_keys_subject")
             index.drop(conn)
-        stmt = self.store.insert_ignore(match_keys)
+        # straight to the driver, rows as the tuples they are: SQLAlchemy's per-row parameter processing
+        # cost more than the insert itself (py-spy, 300k records: 8.6 of its 15 s)
+        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        sql = f"INSERT INTO match_keys (key_hash, subject_id) VALUES ({mark}, {mark}) ON CONFLICT DO NOTHING"
         for i in range(0, len(ordered), 5000):
-            conn.execute(stmt, [{"key_hash": h, "subject_id": sid} for h, sid in ordered[i : i + 5000]])
+            conn.exec_driver_sql(sql, ordered[i : i + 5000])
         if index is not None:
             index.create(conn)
 
