@@ -227,7 +227,7 @@ def import_file(
     (``defer``: with ``--defer-profiles``).
 
     ``tick(rows)`` hears the rows written after each batch (for the import-rate curve)."""
-    from candor.identity.records import Importer, ImportReport, parse_mapping
+    from candor.identity.records import BATCH, Importer, ImportReport, parse_mapping
     from candor.ingest import Work
     from candor.store import now_ms
 
@@ -236,8 +236,7 @@ def import_file(
     importer = Importer(rt.validator_for(src), rt.vault.pseudonym, source)
     report = ImportReport()
     earlier = not defer and rt.identity.profiles_pending()
-    rows = {"batch_rows": batch_rows} if batch_rows else {}
-    for batch in importer.messages(path, "record_id", mapping, report, **rows):
+    for batch in importer.messages(path, "record_id", mapping, report, batch_rows or BATCH):
         result = rt.ingestor.submit_sync(Work(src.id, batch, [], now_ms(), defer_profiles=True), timeout=600)
         report.imported += result.accepted
         report.unchanged += result.duplicates

@@ -27,7 +27,7 @@ from candor import metrics
 from candor.consent.ledger import Consent
 from candor.events import Message, Rejection
 from candor.identity.service import REHOME_MARK, Identity
-from candor.store import Store, now_ms
+from candor.store import Store, insert_sql, now_ms
 from candor.store.schema import (
     consent_blocked,
     data_keys,
@@ -186,11 +186,7 @@ class Ingestor:
 
     def _events_sql(self, conn: Any) -> str:
         if self._insert_sql is None:
-            marks = ", ".join(["?" if conn.dialect.paramstyle == "qmark" else "%s"] * len(EVENT_COLUMNS))
-            self._insert_sql = (
-                f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES ({marks}) "
-                "ON CONFLICT (source_id, message_id) DO NOTHING"
-            )
+            self._insert_sql = insert_sql(conn, "events", EVENT_COLUMNS, "source_id, message_id")
         return self._insert_sql
 
     # -- consent -------------------------------------------------------------------------------

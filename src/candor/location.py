@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import delete, select
 
 from candor.dictionary import DAY_MS, IP_RETENTION_DAYS
+from candor.store import insert_sql
 from candor.store.schema import event_ips
 
 COORD_KEYS = frozenset({"latitude", "longitude", "lat", "lng", "lon", "long"})
@@ -80,9 +81,7 @@ def coarsen_location(context: dict[str, Any]) -> tuple[dict[str, Any], dict[str,
 
 
 def ip_sql(conn: Any) -> str:
-    marks = ", ".join(["?" if conn.dialect.paramstyle == "qmark" else "%s"] * len(IP_COLUMNS))
-    columns = ", ".join(IP_COLUMNS)
-    return f"INSERT INTO event_ips ({columns}) VALUES ({marks}) ON CONFLICT (source_id, message_id) DO NOTHING"
+    return insert_sql(conn, "event_ips", IP_COLUMNS, "source_id, message_id")
 
 
 def drop_expired_ips(conn: Any, now_ms: int, days: int = IP_RETENTION_DAYS) -> int:

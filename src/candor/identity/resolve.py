@@ -27,7 +27,7 @@ from sqlalchemy import and_, func, select
 
 from candor import audit, normalize
 from candor.identity.service import Identity
-from candor.store import Store, now_ms
+from candor.store import Store, insert_sql, now_ms
 from candor.store.schema import (
     events,
     identifiers,
@@ -216,8 +216,7 @@ class Resolver:
             index.drop(conn)
         # straight to the driver, rows as the tuples they are: SQLAlchemy's per-row parameter processing
         # cost more than the insert itself (py-spy, 300k records: 8.6 of its 15 s)
-        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-        sql = f"INSERT INTO match_keys (key_hash, subject_id) VALUES ({mark}, {mark}) ON CONFLICT DO NOTHING"
+        sql = insert_sql(conn, "match_keys", ("key_hash", "subject_id"))
         for i in range(0, len(ordered), 5000):
             conn.exec_driver_sql(sql, ordered[i : i + 5000])
         if index is not None:

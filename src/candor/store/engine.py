@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,15 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def insert_sql(conn: Any, table: str, columns: Sequence[str], conflict: str = "") -> str:
+    """``INSERT ... ON CONFLICT <conflict> DO NOTHING`` for ``exec_driver_sql`` with rows as plain tuples,
+    in the connection's parameter style (qmark on SQLite, format on PostgreSQL). For hot bulk inserts,
+    where SQLAlchemy's per-row parameter processing costs more than the insert itself."""
+    marks = ", ".join(["?" if conn.dialect.paramstyle == "qmark" else "%s"] * len(columns))
+    target = f" ({conflict})" if conflict else ""
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) ON CONFLICT{target} DO NOTHING"
 
 
 class StoreUnavailable(RuntimeError):
