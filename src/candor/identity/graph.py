@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 Node = tuple[str, str]
 
@@ -38,8 +38,9 @@ FLAGGED = "flagged"
 REMOVED = "removed"
 
 
-@dataclass(frozen=True)
-class Edge:
+class Edge(NamedTuple):
+    """One entry of the log as the rules read it (a tuple: a bulk resolution holds millions)."""
+
     id: int
     a: Node
     b: Node
@@ -215,8 +216,9 @@ class MemorySource:
 
     def __init__(self, edges: Iterable[Edge] = (), counts: Mapping[str, Mapping[str, int]] | None = None) -> None:
         self.edges: dict[int, Edge] = {}
-        self.by_subject: dict[str, set[int]] = defaultdict(set)
-        self.by_node: dict[Node, set[int]] = defaultdict(set)
+        # lists, not sets: a bulk resolution indexes millions of edges, and readers de-duplicate anyway
+        self.by_subject: dict[str, list[int]] = defaultdict(list)
+        self.by_node: dict[Node, list[int]] = defaultdict(list)
         self.counts: dict[str, dict[str, int]] = {s: dict(c) for s, c in (counts or {}).items()}
         self.profile_of: dict[str, str] = {}
         self.states: dict[int, str] = {}
@@ -225,10 +227,10 @@ class MemorySource:
 
     def add(self, e: Edge) -> None:
         self.edges[e.id] = e
-        self.by_subject[e.a_subject].add(e.id)
-        self.by_subject[e.b_subject].add(e.id)
-        self.by_node[e.a].add(e.id)
-        self.by_node[e.b].add(e.id)
+        self.by_subject[e.a_subject].append(e.id)
+        self.by_subject[e.b_subject].append(e.id)
+        self.by_node[e.a].append(e.id)
+        self.by_node[e.b].append(e.id)
 
     def remove(self, edge_id: int) -> Edge:
         e = self.edges[edge_id]
@@ -237,7 +239,7 @@ class MemorySource:
         return gone
 
     def edges_of_subjects(self, subjects: set[str]) -> list[Edge]:
-        ids = set().union(*(self.by_subject.get(s, set()) for s in subjects)) if subjects else set()
+        ids: set[int] = set().union(*(self.by_subject.get(s, ()) for s in subjects)) if subjects else set()
         return [self.edges[i] for i in ids]
 
     def neighbour_counts(self, nodes: set[Node]) -> dict[Node, dict[str, int]]:

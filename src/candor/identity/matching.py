@@ -33,7 +33,7 @@ import pyarrow as pa
 from candor.identity import fastscore
 from candor.normalize import is_junk
 
-__all__ = ["FIELDS", "MatchingError", "Model", "blocking_keys", "normalise_record"]
+__all__ = ["FIELDS", "MatchingError", "Model", "Normalised", "blocking_keys", "normalise_record"]
 
 FIELDS = ("first_name", "last_name", "email", "phone", "birthday", "street", "city", "postal_code", "country")
 MIN_TRAINING_RECORDS = 50
@@ -119,15 +119,27 @@ def _normalise_field(field: str, value: object) -> str | None:
     return result
 
 
-def normalise_record(raw: Mapping[str, Any]) -> dict[str, str | None]:
+class Normalised(dict[str, str | None]):
+    """A record as :func:`normalise_record` returned it. Normalising is idempotent, so one of these is
+    passed through as it is: a full resolution normalises each record once (Resolver.records) instead
+    of once in training, once in scoring, once for the clusters' evidence and once for the blocking
+    keys. Do not change one in place; build a new record instead."""
+
+    __slots__ = ()
+
+
+def normalise_record(raw: Mapping[str, Any]) -> Normalised:
     """The record ready for comparison: ``record_id`` (if present) and every field in ``FIELDS``.
 
     Text is trimmed, case-folded and stripped of accents and punctuation (names, street, city,
     country, postal code); street abbreviations are spelled out; emails are lower-cased; phones keep
     the leading ``+`` and digits; a birthday must look like ``YYYY-MM-DD``. Blank, placeholder
     (``null``, ``unknown``, ...) and unusable values become ``None``. Idempotent; never raises.
+    A :class:`Normalised` record (what this returns) comes back unchanged, without the work.
     """
-    out: dict[str, str | None] = {}
+    if type(raw) is Normalised:
+        return raw
+    out = Normalised()
     if raw.get("record_id") is not None:
         out["record_id"] = str(raw["record_id"])
     for field in FIELDS:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -45,6 +46,18 @@ CHUNK = 500
 JOB = "resolve"
 ANCHOR_ORDER = ("record", "user_id", "anonymous_id")
 MAX_CANDIDATES = 50  # most shared blocking keys first
+EDGE_INSERT = (
+    "a_type",
+    "a_pid",
+    "b_type",
+    "b_pid",
+    "rule",
+    "score",
+    "subject_id",
+    "a_subject",
+    "b_subject",
+    "created_ms",
+)
 BULK_KEYS = 200_000  # match_keys rows from which SQLite rebuilds the subject index instead of updating it
 
 
@@ -109,7 +122,9 @@ class Resolver:
         return list(conn.execute(select(subjects.c.subject_id).where(subjects.c.state == "active")).scalars())
 
     def records(self, subject_ids: Iterable[str], conn: Any) -> dict[str, dict[str, Any]]:
-        """Newest traits of each active subject with identify events, as matcher records."""
+        """Newest traits of each active subject with identify events, as normalised matcher records."""
+        from candor.identity.matching import normalise_record
+
         out: dict[str, dict[str, Any]] = {}
         ids = list(subject_ids)
         for i in range(0, len(ids), CHUNK):
@@ -146,7 +161,8 @@ class Resolver:
             for sid, t in traits.items():
                 rec = to_match_record(sid, t, self.region)
                 if sum(1 for k, v in rec.items() if k != "record_id" and v) >= 2:
-                    out[sid] = rec
+                    # normalised once here: training, scoring, the clusters and the keys reuse it
+                    out[sid] = normalise_record(rec)
         return out
 
     def anchors(self, subject_ids: Iterable[str] | None, conn: Any) -> dict[str, tuple[str, str]]:
@@ -209,7 +225,9 @@ class Resolver:
                     h = hashed[k] = self.vault.pseudonym("match_key", k)
                 ordered.append((h, sid))
         del hashed
-        ordered.sort()
+        # by the hash alone (stable: a key's subjects stay in record order): comparing whole tuples took
+        # twice as long, and the B-tree is still appended to
+        ordered.sort(key=itemgetter(0))
         index = None
         if self.store.is_sqlite and len(ordered) >= BULK_KEYS:
             index = next(i for i in match_keys.indexes if i.name == "ix_match_keys_subject")
@@ -316,7 +334,7 @@ class Resolver:
             )
             existing = self._logged(conn, "edges", None if bulk else {anchors[a] for a in people if a in anchors})
             start: set[str] = set()
-            edge_rows: list[dict[str, Any]] = []
+            edge_rows: list[tuple[Any, ...]] = []  # EDGE_INSERT's columns
             reviews: list[tuple[tuple[str, str], tuple[str, str], str, str, float, str]] = []
             ts = now_ms()
             for n, (a, b, p) in enumerate(pairs, start=1):
@@ -336,28 +354,15 @@ class Resolver:
                     report.conflicts += 1
                     reviews.append((na, nb, a, b, p, f"probabilistic match {p:.3f} not linked: {why}"))
                     continue
-                edge_rows.append(
-                    {
-                        "a_type": na[0],
-                        "a_pid": na[1],
-                        "b_type": nb[0],
-                        "b_pid": nb[1],
-                        "rule": "probabilistic",
-                        "source_id": None,
-                        "message_id": None,
-                        "score": p,
-                        "subject_id": a,
-                        "a_subject": a,
-                        "b_subject": b,
-                        "created_ms": ts,
-                    }
-                )
+                edge_rows.append((na[0], na[1], nb[0], nb[1], "probabilistic", p, a, a, b, ts))
                 start |= {a, b}
                 report.linked += 1
                 if n % 50_000 == 0:
                     step("linking", n, len(pairs))
+            # plain tuples to the driver (source, message id and removal stay NULL, the state its default)
+            sql = insert_sql(conn, "identity_edges", EDGE_INSERT)
             for i in range(0, len(edge_rows), 5000):
-                conn.execute(self.store.insert_ignore(identity_edges), edge_rows[i : i + 5000])
+                conn.exec_driver_sql(sql, edge_rows[i : i + 5000])
             if edge_rows:
                 self.identity.after_edges(conn, start, bulk=bulk)
             if reviews:

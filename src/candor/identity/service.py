@@ -18,7 +18,7 @@ from sqlalchemy import and_, delete, or_, select, update
 from candor import audit
 from candor.identity.graph import HELD, Edge, MemorySource, Node, Outcome, Rules, decide
 from candor.identity.graph import update as graph_update
-from candor.store import Store, now_ms
+from candor.store import Store, insert_sql, now_ms
 from candor.store.schema import (
     consent_records,
     events,
@@ -176,12 +176,11 @@ class BulkSource(MemorySource):
             v = v or ""
             return names.setdefault(v, v)
 
-        for row in conn.execute(select(*EDGE_COLUMNS)):
-            a, b = (one(row.a_type), one(row.a_pid)), (one(row.b_type), one(row.b_pid))
+        for eid, at, ap, bt, bp, asub, bsub, rule, removed_ms, state in conn.execute(select(*EDGE_COLUMNS)):
             edges.append(
-                Edge(row.id, a, b, one(row.a_subject), one(row.b_subject), row.rule, row.removed_ms is not None)
+                Edge(eid, (one(at), one(ap)), (one(bt), one(bp)), one(asub), one(bsub), rule, removed_ms is not None)
             )
-            db_states[row.id] = row.state
+            db_states[eid] = state
         counts: dict[str, dict[str, int]] = {}
         if rules.limits:
             q = select(identifiers.c.subject_id, identifiers.c.id_type, identifiers.c.pseudonym).where(
@@ -292,9 +291,10 @@ class Identity:
             gone = [s for s, p in before.items() if after.get(s) != p]
             for chunk in _chunks(gone):
                 conn.execute(delete(profile_subjects).where(profile_subjects.c.subject_id.in_(chunk)))
-            rows = [{"subject_id": s, "profile_id": p} for s, p in after.items() if before.get(s) != p]
+            rows = [(s, p) for s, p in after.items() if before.get(s) != p]
+            sql = insert_sql(conn, "profile_subjects", ("subject_id", "profile_id"), conflict=None)
             for i in range(0, len(rows), 5000):
-                conn.execute(profile_subjects.insert(), rows[i : i + 5000])
+                conn.exec_driver_sql(sql, rows[i : i + 5000])
         changed: dict[str, list[int]] = {}
         for edge_id, state in outcome.states.items():
             if source.states.get(edge_id) != state:

@@ -27,13 +27,17 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def insert_sql(conn: Any, table: str, columns: Sequence[str], conflict: str = "") -> str:
+def insert_sql(conn: Any, table: str, columns: Sequence[str], conflict: str | None = "") -> str:
     """``INSERT ... ON CONFLICT <conflict> DO NOTHING`` for ``exec_driver_sql`` with rows as plain tuples,
     in the connection's parameter style (qmark on SQLite, format on PostgreSQL). For hot bulk inserts,
-    where SQLAlchemy's per-row parameter processing costs more than the insert itself."""
+    where SQLAlchemy's per-row parameter processing costs more than the insert itself. ``conflict=None``:
+    a plain INSERT, for rows that must not exist yet (a duplicate is an error)."""
     marks = ", ".join(["?" if conn.dialect.paramstyle == "qmark" else "%s"] * len(columns))
+    sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
+    if conflict is None:
+        return sql
     target = f" ({conflict})" if conflict else ""
-    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) ON CONFLICT{target} DO NOTHING"
+    return f"{sql} ON CONFLICT{target} DO NOTHING"
 
 
 class StoreUnavailable(RuntimeError):
