@@ -120,3 +120,26 @@ def test_users_cli(tmp_path: Path) -> None:
         input="another long password\n",
     )
     assert bad_role.exit_code == 1 and "unknown role" in bad_role.output
+
+
+async def test_failed_logins_are_counted_exactly_across_a_window_boundary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three failures just before a minute boundary still block the fourth attempt just after it
+    (a sliding-window counter weighs the previous minute and rounds down: it let that attempt through),
+    and the block lifts once the failures are a minute old."""
+    from candor.security import RateLimits
+
+    now = [1_800_000_000.0 + 59.0]  # a second before a minute boundary
+    monkeypatch.setattr(time, "time", lambda: now[0])
+    limits = RateLimits(Settings.from_env(env={}, data_dir=tmp_path, rate_login_failures_per_user="3/minute"))
+    assert limits.exceeded("login_user", "olga") is None
+    for _ in range(3):
+        limits.hit_quietly("login_user", "olga")
+    assert limits.exceeded("login_user", "olga") is not None
+    now[0] += 1.5  # just over the boundary
+    wait = limits.exceeded("login_user", "olga")
+    assert wait is not None and 1 <= wait <= 60
+    assert limits.exceeded("login_user", "someone else") is None
+    now[0] += 59.0  # the failures are a minute old
+    assert limits.exceeded("login_user", "olga") is None

@@ -1,7 +1,10 @@
 """Abuse limits and protective HTTP headers.
 
-Rate limits use the ``limits`` library (sliding-window counters, in process memory: each worker
-process counts on its own, so with N workers the effective limit is up to N times the setting).
+Rate limits use the ``limits`` library, in process memory (each worker process counts on its own, so
+with N workers the effective limit is up to N times the setting). The collection and staff limits, which
+count thousands, use sliding-window counters; the small limits that guard logins, tokens, privacy
+requests and verification codes use exact moving windows: a counter weighs the previous window and
+rounds down, which let a fourth failed login through right after a window boundary under "3/minute".
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from typing import Any
 
 from limits import RateLimitItem, parse
 from limits.storage import MemoryStorage
-from limits.strategies import SlidingWindowCounterRateLimiter
+from limits.strategies import MovingWindowRateLimiter, RateLimiter, SlidingWindowCounterRateLimiter
 
 from candor.config import Settings
 
@@ -25,8 +28,13 @@ class RateLimited(Exception):
 class RateLimits:
     """Named limits, each keyed by a write key, a token id or a client address."""
 
+    # limits an attacker probes a few times a minute: counted exactly (one timestamp per use)
+    EXACT = frozenset({"auth_failure_ip", "login_ip", "login_user", "privacy_ip", "privacy_identifier", "verify_ip"})
+
     def __init__(self, settings: Settings) -> None:
-        self._limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
+        storage = MemoryStorage()
+        self._counter = SlidingWindowCounterRateLimiter(storage)
+        self._exact = MovingWindowRateLimiter(storage)
         self.limits: dict[str, RateLimitItem] = {
             "collect_key": parse(settings.rate_collect_per_key),
             "collect_ip": parse(settings.rate_collect_per_ip),
@@ -42,24 +50,27 @@ class RateLimits:
     def hit(self, name: str, key: str) -> None:
         """Count one use; raise RateLimited when the limit is exceeded."""
         item = self.limits[name]
-        if not self._limiter.hit(item, name, key):
+        if not self._limiter(name).hit(item, name, key):
             raise RateLimited(name, self._retry_after(item, name, key))
 
     def hit_quietly(self, name: str, key: str) -> None:
         """Count one use without raising (e.g. a failed login, checked on the next attempt)."""
-        self._limiter.hit(self.limits[name], name, key)
+        self._limiter(name).hit(self.limits[name], name, key)
 
     def exceeded(self, name: str, key: str) -> int | None:
         """Seconds to wait if ``key`` is over the limit now (without counting a use), else None."""
         item = self.limits[name]
-        if self._limiter.test(item, name, key):
+        if self._limiter(name).test(item, name, key):
             return None
         return self._retry_after(item, name, key)
+
+    def _limiter(self, name: str) -> RateLimiter:
+        return self._exact if name in self.EXACT else self._counter
 
     def _retry_after(self, item: RateLimitItem, name: str, key: str) -> int:
         import time
 
-        stats = self._limiter.get_window_stats(item, name, key)
+        stats = self._limiter(name).get_window_stats(item, name, key)
         return int(stats.reset_time - time.time()) + 1
 
 
