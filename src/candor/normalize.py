@@ -88,33 +88,12 @@ def email(value: object) -> str | None:
     return str(info.normalized).lower()
 
 
-# digits with the usual separators and at most a leading "+": the number is a function of the digits
-_PLAIN_PHONE = re.compile(r"\+?[0-9 ().\-]+")
-
-
-def phone(
-    value: object, default_region: str = "US", memo: dict[tuple[str, str], str | None] | None = None
-) -> str | None:
-    """E.164 phone number (``+14155550100``), or None when it is not a valid number.
-
-    ``memo``: a job's own dict (a resolution, an import; dropped when it ends, never the server's), so
-    one number written several ways, ``(415) 555-0100`` and ``415.555.0100``, is parsed once: a number
-    made of digits and separators only is parsed from its digits (and leading ``+``), which gives the
-    same answer (tests/test_normalize.py checks it)."""
+def phone(value: object, default_region: str = "US") -> str | None:
+    """E.164 phone number (``+14155550100``), or None when it is not a valid number."""
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str) or not value.strip() or len(value) > 64:
         return None
-    if memo is not None:
-        text = value.strip()
-        if _PLAIN_PHONE.fullmatch(text):
-            key = ("+" if text[0] == "+" else "") + "".join(c for c in text if "0" <= c <= "9")
-            if not key.strip("+"):
-                return None
-            k = (key, default_region)
-            if k not in memo:
-                memo[k] = phone(key, default_region)
-            return memo[k]
     try:
         parsed = phonenumbers.parse(value, default_region)
     except phonenumbers.NumberParseException:

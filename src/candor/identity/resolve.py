@@ -84,11 +84,8 @@ class ResolveReport:
         }
 
 
-def to_match_record(
-    subject_id: str, traits: dict[str, Any], region: str = "US", phones: dict[tuple[str, str], str | None] | None = None
-) -> dict[str, Any]:
-    """The matcher's fields from Segment-style traits (plaintext, in memory only); ``phones``: a job's
-    memo of parsed numbers (normalize.phone)."""
+def to_match_record(subject_id: str, traits: dict[str, Any], region: str = "US") -> dict[str, Any]:
+    """The matcher's fields from Segment-style traits (plaintext, in memory only)."""
     raw_address = traits.get("address")
     address: dict[str, Any] = raw_address if isinstance(raw_address, dict) else {}
     first, last = traits.get("firstName"), traits.get("lastName")
@@ -101,7 +98,7 @@ def to_match_record(
         "first_name": first,
         "last_name": last,
         "email": normalize.email(traits.get("email")),
-        "phone": normalize.phone(traits.get("phone"), region, phones),
+        "phone": normalize.phone(traits.get("phone"), region),
         "birthday": str(traits.get("birthday"))[:10] if traits.get("birthday") else None,
         "street": address.get("street"),
         "city": address.get("city"),
@@ -124,11 +121,8 @@ class Resolver:
     def active_subjects(self, conn: Any) -> list[str]:
         return list(conn.execute(select(subjects.c.subject_id).where(subjects.c.state == "active")).scalars())
 
-    def records(
-        self, subject_ids: Iterable[str], conn: Any, phones: dict[tuple[str, str], str | None] | None = None
-    ) -> dict[str, dict[str, Any]]:
-        """Newest traits of each active subject with identify events, as normalised matcher records;
-        ``phones``: the calling job's memo of parsed numbers (one person's records share theirs)."""
+    def records(self, subject_ids: Iterable[str], conn: Any) -> dict[str, dict[str, Any]]:
+        """Newest traits of each active subject with identify events, as normalised matcher records."""
         from candor.identity.matching import normalise_record
 
         out: dict[str, dict[str, Any]] = {}
@@ -165,7 +159,7 @@ class Resolver:
                         else:
                             merged[k] = v
             for sid, t in traits.items():
-                rec = to_match_record(sid, t, self.region, phones)
+                rec = to_match_record(sid, t, self.region)
                 if sum(1 for k, v in rec.items() if k != "record_id" and v) >= 2:
                     # normalised once here: training, scoring, the clusters and the keys reuse it
                     out[sid] = normalise_record(rec)
@@ -267,11 +261,9 @@ class Resolver:
         with self.store.engine.connect() as conn:
             all_subjects = self.active_subjects(conn)
             recs: dict[str, dict[str, Any]] = {}
-            phones: dict[tuple[str, str], str | None] = {}  # this run's memo, gone with it
             for i in range(0, len(all_subjects), 20_000):
-                recs.update(self.records(all_subjects[i : i + 20_000], conn, phones))
+                recs.update(self.records(all_subjects[i : i + 20_000], conn))
                 step("decrypting", min(i + 20_000, len(all_subjects)), len(all_subjects))
-            del phones
         report.records = len(recs)
         report.timings["decrypt"] = time.perf_counter() - t0
         if len(recs) < 2:
