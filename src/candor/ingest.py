@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import and_, select, tuple_
+from sqlalchemy import and_, bindparam, select, tuple_
 
 from candor import metrics
 from candor.consent.ledger import Consent
@@ -64,6 +64,16 @@ BULK_SETTLE = 20_000
 _STOP = object()
 # identifiers that carry a subject: a userId, a browser or device, a record imported from a source
 ANCHORS = ("user_id", "anonymous_id", "record")
+
+# The writer's per-group queries, built once: constructing a statement (select(), in_(), its cache key)
+# cost about 165 us each time, more than running it, and a group of a few single events ran eight
+_GENERATION = select(identity_jobs.c.updated_ms).where(identity_jobs.c.name == REHOME_MARK)
+_SEEN = select(events.c.message_id).where(
+    and_(events.c.source_id == bindparam("source_id"), events.c.message_id.in_(bindparam("ids", expanding=True)))
+)
+_LOOKUP = select(identifiers.c.pseudonym, identifiers.c.subject_id).where(
+    and_(identifiers.c.id_type == bindparam("id_type"), identifiers.c.pseudonym.in_(bindparam("ids", expanding=True)))
+)
 
 
 @dataclass
@@ -109,6 +119,7 @@ class Ingestor:
         self.consent = consent
         self._signal_seen: dict[str, str] = {}
         self._insert_sql: str | None = None
+        self._stmts: dict[str, Any] = {}
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._ids: dict[tuple[str, str], str] = {}
@@ -188,6 +199,24 @@ class Ingestor:
         if self._insert_sql is None:
             self._insert_sql = insert_sql(conn, "events", EVENT_COLUMNS, "source_id, message_id")
         return self._insert_sql
+
+    def _stmt(self, name: str, build: Any) -> Any:
+        """A statement of the writer built once (the dialect's insert is known only with the store):
+        building one cost more than running it for a group of a few single events."""
+        stmt = self._stmts.get(name)
+        if stmt is None:
+            stmt = self._stmts[name] = build()
+        return stmt
+
+    def _upsert_count(self, table: Any, key: tuple[str, ...]) -> Any:
+        """``INSERT ... ON CONFLICT (key) DO UPDATE SET n = n + excluded.n``, built once per table
+        (``excluded`` builds a column collection each time: 0.35 ms of a 4.5 ms group of singles)."""
+
+        def build() -> Any:
+            stmt = self.store.insert(table)
+            return stmt.on_conflict_do_update(index_elements=list(key), set_={"n": table.c.n + stmt.excluded.n})
+
+        return self._stmt(f"count:{table.name}", build)
 
     # -- consent -------------------------------------------------------------------------------
     def _gate(self, m: Message, known: dict[tuple[str, str], str], conn: Any) -> str | None:
@@ -323,9 +352,7 @@ class Ingestor:
             w.result = WriteResult()
         with store.write() as conn:
             # 0. a split that moved identifiers to a new subject (any process) empties the caches
-            generation = conn.execute(
-                select(identity_jobs.c.updated_ms).where(identity_jobs.c.name == REHOME_MARK)
-            ).scalar()
+            generation = conn.execute(_GENERATION).scalar()
             if generation != self._generation:
                 with self._lock:
                     self._ids.clear()
@@ -340,12 +367,7 @@ class Ingestor:
             existing: set[tuple[int, str]] = set()
             for source_id, mids in by_source.items():
                 for i in range(0, len(mids), CHUNK):
-                    chunk = mids[i : i + CHUNK]
-                    for (mid,) in conn.execute(
-                        select(events.c.message_id).where(
-                            and_(events.c.source_id == source_id, events.c.message_id.in_(chunk))
-                        )
-                    ):
+                    for (mid,) in conn.execute(_SEEN, {"source_id": source_id, "ids": mids[i : i + CHUNK]}):
                         existing.add((source_id, mid))
             counts: dict[tuple[int, str, str, str], int] = defaultdict(int)
             for w in works:
@@ -481,8 +503,8 @@ class Ingestor:
                     resolved[f"new:{i}"] = sid
                     new_keys[sid] = key_rows[i].pop("_key")
                 for i in range(0, len(subj_rows), CHUNK):
-                    conn.execute(subjects_t.insert(), subj_rows[i : i + CHUNK])
-                    conn.execute(data_keys.insert(), key_rows[i : i + CHUNK])
+                    conn.execute(self._stmt("subjects", subjects_t.insert), subj_rows[i : i + CHUNK])
+                    conn.execute(self._stmt("data_keys", data_keys.insert), key_rows[i : i + CHUNK])
 
             def real(sid: str) -> str:
                 return resolved.get(sid, sid)
@@ -500,7 +522,7 @@ class Ingestor:
                     }
                     for (t, p), sid in new_ids.items()
                 ]
-                conn.execute(store.insert_ignore(identifiers), rows)
+                conn.execute(self._stmt("identifiers", lambda: store.insert_ignore(identifiers)), rows)
                 if not store.is_sqlite:
                     keys = list(new_ids)
                     for i in range(0, len(keys), CHUNK):
@@ -549,7 +571,7 @@ class Ingestor:
             if new_edges:
                 ts = now_ms()
                 conn.execute(
-                    store.insert_ignore(identity_edges),
+                    self._stmt("identity_edges", lambda: store.insert_ignore(identity_edges)),
                     [
                         {
                             "a_type": k[0],
@@ -588,11 +610,7 @@ class Ingestor:
             if self.consent is not None:
                 self._record_signals(conn, fresh, final)
                 if blocked:
-                    stmt = store.insert(consent_blocked)
-                    stmt = stmt.on_conflict_do_update(
-                        index_elements=["day", "source_id", "event", "purpose"],
-                        set_={"n": consent_blocked.c.n + stmt.excluded.n},
-                    )
+                    stmt = self._upsert_count(consent_blocked, ("day", "source_id", "event", "purpose"))
                     for (day, source_id, name, purpose), n in blocked.items():
                         conn.execute(
                             stmt, {"day": day, "source_id": source_id, "event": name, "purpose": purpose, "n": n}
@@ -612,13 +630,9 @@ class Ingestor:
                 for r in w.rejections
             ]
             if rej_rows:
-                conn.execute(rejected_events.insert(), rej_rows)
+                conn.execute(self._stmt("rejected_events", rejected_events.insert), rej_rows)
             if counts:
-                stmt = store.insert(event_counts)
-                stmt = stmt.on_conflict_do_update(
-                    index_elements=["source_id", "type", "outcome", "day"],
-                    set_={"n": event_counts.c.n + stmt.excluded.n},
-                )
+                stmt = self._upsert_count(event_counts, ("source_id", "type", "outcome", "day"))
                 for (source_id, mtype, outcome, day), n in counts.items():
                     conn.execute(stmt, {"source_id": source_id, "type": mtype, "outcome": outcome, "day": day, "n": n})
         # committed: only now may caches learn what the transaction wrote
@@ -645,10 +659,7 @@ def _lookup(conn: Any, wanted: dict[str, set[str]]) -> dict[tuple[str, str], str
     for id_type, pids in wanted.items():
         plist = list(pids)
         for i in range(0, len(plist), CHUNK):
-            query = select(identifiers.c.pseudonym, identifiers.c.subject_id).where(
-                and_(identifiers.c.id_type == id_type, identifiers.c.pseudonym.in_(plist[i : i + CHUNK]))
-            )
-            for pid, sid in conn.execute(query):
+            for pid, sid in conn.execute(_LOOKUP, {"id_type": id_type, "ids": plist[i : i + CHUNK]}):
                 found[(id_type, pid)] = sid
     return found
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 
 from candor.store import Store, now_ms
 from candor.store.schema import data_keys, keyring, markers, subjects
@@ -33,6 +33,10 @@ SEAL_VERSION = b"\x01"
 NONCE_BYTES = 12
 KEK_ID_BYTES = 8
 PSEUDONYM_HEX = 32  # 128-bit pseudonyms
+# data keys of many subjects, built once (the writer asks for every group)
+_KEYS_OF = select(data_keys.c.subject_id, data_keys.c.wrapped).where(
+    data_keys.c.subject_id.in_(bindparam("ids", expanding=True))
+)
 
 
 class KeyDestroyed(LookupError):
@@ -337,9 +341,7 @@ class Vault:
                     out[sid] = aead
         for i in range(0, len(missing), 500):
             chunk = missing[i : i + 500]
-            rows = conn.execute(
-                select(data_keys.c.subject_id, data_keys.c.wrapped).where(data_keys.c.subject_id.in_(chunk))
-            ).all()
+            rows = conn.execute(_KEYS_OF, {"ids": chunk}).all()
             for sid, wrapped in rows:
                 out[sid] = self.remember(sid, self.unwrap(wrapped, b"dk:" + sid.encode()))
         return out

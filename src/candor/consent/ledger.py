@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, bindparam, func, select
+from sqlalchemy.sql.elements import BindParameter
 
 from candor import audit, normalize
 from candor.consent.purposes import SENSITIVE_CATEGORIES, Taxonomy, UnknownPurpose
@@ -392,12 +393,8 @@ class Consent:
             recs: dict[str, list[Record]] = {}
             for j in range(0, len(everyone), 500):
                 part = everyone[j : j + 500]
-                states.update(
-                    conn.execute(
-                        select(subjects.c.subject_id, subjects.c.state).where(subjects.c.subject_id.in_(part))
-                    ).all()
-                )
-                for r in conn.execute(select(consent_records).where(consent_records.c.subject_id.in_(part))).mappings():
+                states.update(conn.execute(_STATES, {"ids": part}).all())
+                for r in conn.execute(_RECORDS, {"ids": part}).mappings():
                     recs.setdefault(r["subject_id"], []).append(_record(r))
             with self._lock:
                 if len(cache) > 500_000:
@@ -578,26 +575,30 @@ class Consent:
         return out
 
 
+# the writer's per-group reads (``preload``), built once: building a statement cost more than running it
+_IDS: BindParameter[list[str]] = bindparam("ids", expanding=True)
+_STATES = select(subjects.c.subject_id, subjects.c.state).where(subjects.c.subject_id.in_(_IDS))
+_RECORDS = select(consent_records).where(consent_records.c.subject_id.in_(_IDS))
+_PROFILE_OF = select(profile_subjects.c.subject_id, profile_subjects.c.profile_id).where(
+    profile_subjects.c.subject_id.in_(_IDS)
+)
+_MEMBERS = select(profile_subjects.c.subject_id, profile_subjects.c.profile_id).where(
+    profile_subjects.c.profile_id.in_(_IDS)
+)
+
+
 def _record_order(r: Record) -> tuple[int, int]:
     return (r.ts_ms, r.seq)
 
 
 def _profile_members(conn: Any, subject_ids: list[str]) -> dict[str, list[str]]:
     """For subjects in a unified profile of several, every subject of that profile."""
-    rows = conn.execute(
-        select(profile_subjects.c.subject_id, profile_subjects.c.profile_id).where(
-            profile_subjects.c.subject_id.in_(subject_ids)
-        )
-    ).all()
+    rows = conn.execute(_PROFILE_OF, {"ids": list(subject_ids)}).all()
     if not rows:
         return {}
     profile_of = dict(rows)
     groups: dict[str, list[str]] = {}
-    for sid, pid in conn.execute(
-        select(profile_subjects.c.subject_id, profile_subjects.c.profile_id).where(
-            profile_subjects.c.profile_id.in_(set(profile_of.values()))
-        )
-    ):
+    for sid, pid in conn.execute(_MEMBERS, {"ids": sorted(set(profile_of.values()))}):
         groups.setdefault(pid, []).append(sid)
     return {sid: groups.get(pid, [sid]) for sid, pid in profile_of.items()}
 
