@@ -34,3 +34,9 @@ def test_consent_benchmark_quick() -> None:
     assert results["can_use"]["per_second"] > 0
     assert results["bulk"]["profiles"] == 5_000
     assert results["tcf"]["ratio"] > 1
+
+
+def test_writer_groups_benchmark_small() -> None:
+    results = load("writer_groups").main(["--subjects", "50", "--groups", "20", "--repeat", "1", "--new", "0.5"])
+    assert results["ms_per_group_p50"] > 0 and results["ms_per_group_p95"] >= results["ms_per_group_p50"]
+    assert len(results["rounds_p50"]) == 1
