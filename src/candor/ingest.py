@@ -30,15 +30,12 @@ from candor.identity.service import REHOME_MARK, Identity
 from candor.store import Store, insert_sql, now_ms
 from candor.store.schema import (
     consent_blocked,
-    data_keys,
     event_counts,
     events,
     identifiers,
-    identity_edges,
     identity_jobs,
     rejected_events,
 )
-from candor.store.schema import subjects as subjects_t
 from candor.vault import Vault
 
 log = logging.getLogger("candor.ingest")
@@ -58,6 +55,24 @@ EVENT_COLUMNS = (
     "context",
     "sealed",
 )
+# the other bulk inserts of the writer, as plain tuples to the driver (an import writes 20,000 records per
+# group: SQLAlchemy's per-row parameter processing was a few per cent of it)
+IDENT_COLUMNS = ("id_type", "pseudonym", "hmac_version", "subject_id", "first_seen_ms", "contact_hash")
+EDGE_COLUMNS = (
+    "a_type",
+    "a_pid",
+    "b_type",
+    "b_pid",
+    "rule",
+    "source_id",
+    "message_id",
+    "subject_id",
+    "a_subject",
+    "b_subject",
+    "created_ms",
+)
+SUBJECT_COLUMNS = ("subject_id", "created_ms", "state")
+KEY_COLUMNS = ("subject_id", "wrapped", "kek_id", "created_ms")
 CHUNK = 500
 # from this many subjects on, settling reads the whole edge log once rather than closure by closure
 BULK_SETTLE = 20_000
@@ -118,7 +133,7 @@ class Ingestor:
         self.vault = vault
         self.consent = consent
         self._signal_seen: dict[str, str] = {}
-        self._insert_sql: str | None = None
+        self._driver_sql: dict[str, str] = {}
         self._stmts: dict[str, Any] = {}
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -195,10 +210,14 @@ class Ingestor:
         self._queue.put((work, None, fut))
         return fut.result(timeout)
 
-    def _events_sql(self, conn: Any) -> str:
-        if self._insert_sql is None:
-            self._insert_sql = insert_sql(conn, "events", EVENT_COLUMNS, "source_id, message_id")
-        return self._insert_sql
+    def _insert(
+        self, conn: Any, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]], conflict: str | None = ""
+    ) -> None:
+        """Plain tuples straight to the driver (``insert_sql``), the statement built once per table."""
+        sql = self._driver_sql.get(table)
+        if sql is None:
+            sql = self._driver_sql[table] = insert_sql(conn, table, columns, conflict)
+        conn.exec_driver_sql(sql, rows)
 
     def _stmt(self, name: str, build: Any) -> Any:
         """A statement of the writer built once (the dialect's insert is known only with the store):
@@ -502,27 +521,25 @@ class Ingestor:
                 for i, sid in enumerate(ids):
                     resolved[f"new:{i}"] = sid
                     new_keys[sid] = key_rows[i].pop("_key")
-                for i in range(0, len(subj_rows), CHUNK):
-                    conn.execute(self._stmt("subjects", subjects_t.insert), subj_rows[i : i + CHUNK])
-                    conn.execute(self._stmt("data_keys", data_keys.insert), key_rows[i : i + CHUNK])
+                # new random ids: a duplicate would be an error, not something to ignore
+                self._insert(
+                    conn, "subjects", SUBJECT_COLUMNS, [tuple(r[c] for c in SUBJECT_COLUMNS) for r in subj_rows], None
+                )
+                self._insert(conn, "data_keys", KEY_COLUMNS, [tuple(r[c] for c in KEY_COLUMNS) for r in key_rows], None)
 
             def real(sid: str) -> str:
                 return resolved.get(sid, sid)
 
             # 5. identifiers, with a re-read of any that a concurrent writer claimed first
             if new_ids:
-                rows = [
-                    {
-                        "id_type": t,
-                        "pseudonym": p,
-                        "hmac_version": vault.hmac_version,
-                        "subject_id": real(sid),
-                        "first_seen_ms": now_ms(),
-                        "contact_hash": contact_of.get((t, p)),
-                    }
-                    for (t, p), sid in new_ids.items()
-                ]
-                conn.execute(self._stmt("identifiers", lambda: store.insert_ignore(identifiers)), rows)
+                ts = now_ms()
+                version = vault.hmac_version
+                self._insert(
+                    conn,
+                    "identifiers",
+                    IDENT_COLUMNS,
+                    [(t, p, version, real(sid), ts, contact_of.get((t, p))) for (t, p), sid in new_ids.items()],
+                )
                 if not store.is_sqlite:
                     keys = list(new_ids)
                     for i in range(0, len(keys), CHUNK):
@@ -563,29 +580,34 @@ class Ingestor:
             if event_rows:
                 # the hot insert goes straight to the driver: SQLAlchemy's per-row processing costs more
                 # than the insert itself here
-                conn.exec_driver_sql(self._events_sql(conn), [tuple(r[c] for c in EVENT_COLUMNS) for r in event_rows])
+                self._insert(
+                    conn,
+                    "events",
+                    EVENT_COLUMNS,
+                    [tuple(r[c] for c in EVENT_COLUMNS) for r in event_rows],
+                    "source_id, message_id",
+                )
                 if privacy is not None:
                     privacy.after_events(conn, vault, fresh, final, aeads)
 
             # 7. identity edges (append-only log; first evidence of each pair is kept)
             if new_edges:
                 ts = now_ms()
-                conn.execute(
-                    self._stmt("identity_edges", lambda: store.insert_ignore(identity_edges)),
+                # the state is left to its server default (linked)
+                self._insert(
+                    conn,
+                    "identity_edges",
+                    EDGE_COLUMNS,
                     [
-                        {
-                            "a_type": k[0],
-                            "a_pid": k[1],
-                            "b_type": k[2],
-                            "b_pid": k[3],
-                            "rule": k[4],
-                            "source_id": w.source_id,
-                            "message_id": m.message_id,
-                            "subject_id": real(sid),
-                            "a_subject": real(known[(k[0], k[1])]),
-                            "b_subject": real(known[(k[2], k[3])]),
-                            "created_ms": ts,
-                        }
+                        (
+                            *k,
+                            w.source_id,
+                            m.message_id,
+                            real(sid),
+                            real(known[(k[0], k[1])]),
+                            real(known[(k[2], k[3])]),
+                            ts,
+                        )
                         for k, (w, m, sid) in new_edges.items()
                     ],
                 )
