@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import and_, bindparam, delete, func, literal_column, not_, or_, select, union, update
 
 from candor import audit
 from candor.identity.graph import HELD, Edge, MemorySource, Node, Outcome, Rules, decide
@@ -68,6 +68,49 @@ def _edge(row: Any) -> Edge:
 EDGE_COLUMNS = (E.id, E.a_type, E.a_pid, E.b_type, E.b_pid, E.a_subject, E.b_subject, E.rule, E.removed_ms, E.state)
 
 
+def _neighbour_counts_stmt() -> Any:
+    """Per (pid, other type), how many distinct other identifiers share a live edge with (type, pid).
+
+    Both sides of the log in one statement: each leads an index ((a_type, a_pid) by the unique pair,
+    (b_type, b_pid) by its own), UNION removes the pairs seen from both sides and twice-ruled edges,
+    and SQLite or PostgreSQL counts, so a node with many edges costs rows in the store, not in Python."""
+    t: Any = bindparam("t")
+    ids: Any = bindparam("ids", expanding=True)
+    a_side = select(E.a_pid.label("p"), E.b_type.label("ot"), E.b_pid.label("op")).where(
+        and_(E.a_type == t, E.a_pid.in_(ids), E.removed_ms.is_(None))
+    )
+    b_side = select(E.b_pid.label("p"), E.a_type.label("ot"), E.a_pid.label("op")).where(
+        and_(E.b_type == t, E.b_pid.in_(bindparam("ids_b", expanding=True)), E.removed_ms.is_(None))
+    )
+    n = union(a_side, b_side).subquery("n")
+    self_loop = and_(n.c.ot == bindparam("t_self"), n.c.op == n.c.p)
+    return select(n.c.p, n.c.ot, func.count(literal_column("*"))).where(not_(self_loop)).group_by(n.c.p, n.c.ot)
+
+
+# built once: building a SQLAlchemy select costs more than SQLite running it (the writer calls these
+# for every group of events that brings a new edge)
+_EDGES_OF = select(*EDGE_COLUMNS).where(
+    or_(E.a_subject.in_(bindparam("ids", expanding=True)), E.b_subject.in_(bindparam("ids_b", expanding=True)))
+)
+_FLAGS_OF = select(identity_flags.c.id_type, identity_flags.c.pseudonym, identity_flags.c.neighbours).where(
+    identity_flags.c.pseudonym.in_(bindparam("ids", expanding=True))
+)
+_NEIGHBOURS = _neighbour_counts_stmt()
+# by subject (its index); the type is filtered in Python, so the planner cannot pick the primary key
+_IDENTS_OF = select(identifiers.c.subject_id, identifiers.c.id_type, identifiers.c.pseudonym).where(
+    identifiers.c.subject_id.in_(bindparam("ids", expanding=True))
+)
+_PROFILES_OF = select(profile_subjects.c.profile_id).where(
+    profile_subjects.c.subject_id.in_(bindparam("ids", expanding=True))
+)
+_MEMBERS_OF = select(profile_subjects.c.subject_id).where(
+    profile_subjects.c.profile_id.in_(bindparam("ids", expanding=True))
+)
+_STORED_PROFILES = select(profile_subjects.c.subject_id, profile_subjects.c.profile_id).where(
+    profile_subjects.c.subject_id.in_(bindparam("ids", expanding=True))
+)
+
+
 class SqlSource:
     """The edge log as the graph rules read it, through one connection."""
 
@@ -79,12 +122,13 @@ class SqlSource:
 
     def edges_of_subjects(self, subjects: set[str]) -> list[Edge]:
         out: dict[int, Edge] = {}
+        states = self.states
         for chunk in _chunks(subjects):
-            for row in self.conn.execute(
-                select(*EDGE_COLUMNS).where(or_(E.a_subject.in_(chunk), E.b_subject.in_(chunk)))
+            for eid, at, ap, bt, bp, asub, bsub, rule, removed_ms, state in self.conn.execute(
+                _EDGES_OF, {"ids": chunk, "ids_b": chunk}
             ):
-                out[row.id] = _edge(row)
-                self.states[row.id] = row.state
+                out[eid] = Edge(eid, (at, ap), (bt, bp), asub or "", bsub or "", rule, removed=removed_ms is not None)
+                states[eid] = state
         return list(out.values())
 
     def neighbour_counts(self, nodes: set[Node]) -> dict[Node, dict[str, int]]:
@@ -93,44 +137,26 @@ class SqlSource:
         if self.trust_flags:
             # a supernode stays one until a split re-checks it: no need to count its thousands of edges
             for chunk in _chunks({p for _, p in todo}):
-                for t, p, n in self.conn.execute(
-                    select(identity_flags.c.id_type, identity_flags.c.pseudonym, identity_flags.c.neighbours).where(
-                        identity_flags.c.pseudonym.in_(chunk)
-                    )
-                ):
+                for t, p, n in self.conn.execute(_FLAGS_OF, {"ids": chunk}):
                     if (t, p) in todo:
                         result[(t, p)] = {"*": n}
                         todo.discard((t, p))
-        seen: dict[Node, dict[str, set[str]]] = {n: {} for n in todo}
         by_type: dict[str, list[str]] = {}
         for t, p in todo:
             by_type.setdefault(t, []).append(p)
+            result[(t, p)] = {}
         for t, pids in by_type.items():
             for chunk in _chunks(pids):
-                # (type, pid) leads an index on each side: no scan of the edge log
-                for side, other in (("a", "b"), ("b", "a")):
-                    q = select(E[f"{side}_pid"], E[f"{other}_type"], E[f"{other}_pid"]).where(
-                        and_(E[f"{side}_type"] == t, E[f"{side}_pid"].in_(chunk), E.removed_ms.is_(None))
-                    )
-                    for p, ot, op in self.conn.execute(q):
-                        per = seen.get((t, p))
-                        if per is not None and (ot, op) != (t, p):
-                            per.setdefault(ot, set()).add(op)
-        for node, per in seen.items():
-            result[node] = {t: len(v) for t, v in per.items()}
+                for p, ot, n in self.conn.execute(_NEIGHBOURS, {"t": t, "t_self": t, "ids": chunk, "ids_b": chunk}):
+                    result[(t, p)][ot] = n
         return result
 
     def limited_counts(self, subjects: set[str]) -> dict[str, dict[str, int]]:
-        limited = list(self.rules.limits)
+        wanted = set(self.rules.limits)
         out: dict[str, dict[str, int]] = {}
-        wanted = set(limited)
         for chunk in _chunks(subjects):
-            # by subject (its index); the type is filtered here, so the planner cannot pick the primary key
-            q = select(identifiers.c.subject_id, identifiers.c.id_type, identifiers.c.pseudonym).where(
-                identifiers.c.subject_id.in_(chunk)
-            )
             per: dict[str, dict[str, set[str]]] = {}
-            for sid, t, p in self.conn.execute(q):
+            for sid, t, p in self.conn.execute(_IDENTS_OF, {"ids": chunk}):
                 if t in wanted:
                     per.setdefault(sid, {}).setdefault(t, set()).add(p)
             for sid, types in per.items():
@@ -140,18 +166,10 @@ class SqlSource:
     def profile_members(self, subjects: set[str]) -> set[str]:
         profiles: set[str] = set()
         for chunk in _chunks(subjects):
-            profiles.update(
-                self.conn.execute(
-                    select(profile_subjects.c.profile_id).where(profile_subjects.c.subject_id.in_(chunk))
-                ).scalars()
-            )
+            profiles.update(self.conn.execute(_PROFILES_OF, {"ids": chunk}).scalars())
         members = set(subjects)
         for chunk in _chunks(profiles):
-            members.update(
-                self.conn.execute(
-                    select(profile_subjects.c.subject_id).where(profile_subjects.c.profile_id.in_(chunk))
-                ).scalars()
-            )
+            members.update(self.conn.execute(_MEMBERS_OF, {"ids": chunk}).scalars())
         return members
 
 
@@ -277,13 +295,7 @@ class Identity:
             before = source.before(outcome.subjects)
         else:
             for chunk in _chunks(outcome.subjects):
-                before.update(
-                    conn.execute(
-                        select(profile_subjects.c.subject_id, profile_subjects.c.profile_id).where(
-                            profile_subjects.c.subject_id.in_(chunk)
-                        )
-                    ).all()
-                )
+                before.update(conn.execute(_STORED_PROFILES, {"ids": chunk}).all())
         sizes = Counter(outcome.profile_of.values())
         after = {s: p for s, p in outcome.profile_of.items() if sizes[p] > 1}
         if before != after:
