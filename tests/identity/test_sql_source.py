@@ -11,7 +11,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
-from sqlalchemy import delete, insert
+from sqlalchemy import Connection, delete, insert
 
 from candor.config import Settings
 from candor.identity.graph import Edge, MemorySource, Rules
@@ -42,12 +42,12 @@ edge_logs = st.lists(
 )
 
 
-def _load(conn: object, log: list[tuple[tuple[str, str], tuple[str, str], str, bool]]) -> list[Edge]:
+def _load(conn: Connection, log: list[tuple[tuple[str, str], tuple[str, str], str, bool]]) -> list[Edge]:
     for table in (identity_edges, identity_flags, identifiers, profile_subjects):
-        conn.execute(delete(table))  # type: ignore[attr-defined]
+        conn.execute(delete(table))
     edges = []
     for i, (a, b, rule, removed) in enumerate(log, start=1):
-        conn.execute(  # type: ignore[attr-defined]
+        conn.execute(
             insert(identity_edges).values(
                 id=i,
                 a_type=a[0],
@@ -63,7 +63,7 @@ def _load(conn: object, log: list[tuple[tuple[str, str], tuple[str, str], str, b
         )
         edges.append(Edge(i, a, b, _owner(a), _owner(b), rule, removed=removed))
     for node in NODES:
-        conn.execute(  # type: ignore[attr-defined]
+        conn.execute(
             insert(identifiers).values(
                 id_type=node[0], pseudonym=node[1], hmac_version=1, subject_id=_owner(node), first_seen_ms=1
             )

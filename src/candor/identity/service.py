@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, literal_column, not_, or_, select, union, update
+from sqlalchemy import and_, bindparam, delete, func, not_, or_, select, union, update
 
 from candor import audit
 from candor.identity.graph import HELD, Edge, MemorySource, Node, Outcome, Rules, decide
@@ -80,17 +80,17 @@ def _neighbour_counts_stmt() -> Any:
         and_(E.a_type == t, E.a_pid.in_(ids), E.removed_ms.is_(None))
     )
     b_side = select(E.b_pid.label("p"), E.a_type.label("ot"), E.a_pid.label("op")).where(
-        and_(E.b_type == t, E.b_pid.in_(bindparam("ids_b", expanding=True)), E.removed_ms.is_(None))
+        and_(E.b_type == t, E.b_pid.in_(ids), E.removed_ms.is_(None))
     )
     n = union(a_side, b_side).subquery("n")
-    self_loop = and_(n.c.ot == bindparam("t_self"), n.c.op == n.c.p)
-    return select(n.c.p, n.c.ot, func.count(literal_column("*"))).where(not_(self_loop)).group_by(n.c.p, n.c.ot)
+    self_loop = and_(n.c.ot == t, n.c.op == n.c.p)
+    return select(n.c.p, n.c.ot, func.count()).where(not_(self_loop)).group_by(n.c.p, n.c.ot)
 
 
 # built once: building a SQLAlchemy select costs more than SQLite running it (the writer calls these
 # for every group of events that brings a new edge)
 _EDGES_OF = select(*EDGE_COLUMNS).where(
-    or_(E.a_subject.in_(bindparam("ids", expanding=True)), E.b_subject.in_(bindparam("ids_b", expanding=True)))
+    or_(E.a_subject.in_(bindparam("ids", expanding=True)), E.b_subject.in_(bindparam("ids", expanding=True)))
 )
 _FLAGS_OF = select(identity_flags.c.id_type, identity_flags.c.pseudonym, identity_flags.c.neighbours).where(
     identity_flags.c.pseudonym.in_(bindparam("ids", expanding=True))
@@ -122,13 +122,10 @@ class SqlSource:
 
     def edges_of_subjects(self, subjects: set[str]) -> list[Edge]:
         out: dict[int, Edge] = {}
-        states = self.states
         for chunk in _chunks(subjects):
-            for eid, at, ap, bt, bp, asub, bsub, rule, removed_ms, state in self.conn.execute(
-                _EDGES_OF, {"ids": chunk, "ids_b": chunk}
-            ):
-                out[eid] = Edge(eid, (at, ap), (bt, bp), asub or "", bsub or "", rule, removed=removed_ms is not None)
-                states[eid] = state
+            for row in self.conn.execute(_EDGES_OF, {"ids": chunk}):
+                out[row.id] = _edge(row)
+                self.states[row.id] = row.state
         return list(out.values())
 
     def neighbour_counts(self, nodes: set[Node]) -> dict[Node, dict[str, int]]:
@@ -147,7 +144,7 @@ class SqlSource:
             result[(t, p)] = {}
         for t, pids in by_type.items():
             for chunk in _chunks(pids):
-                for p, ot, n in self.conn.execute(_NEIGHBOURS, {"t": t, "t_self": t, "ids": chunk, "ids_b": chunk}):
+                for p, ot, n in self.conn.execute(_NEIGHBOURS, {"t": t, "ids": chunk}):
                     result[(t, p)][ot] = n
         return result
 
