@@ -222,6 +222,7 @@ def import_file(
     tick: Callable[[int], None] | None = None,
     batch_rows: int | None = None,
     defer: bool = False,
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """``candor import records FILE --source SOURCE --id-column record_id --map MAPPING --no-link``
     (``defer``: with ``--defer-profiles``).
@@ -236,7 +237,7 @@ def import_file(
     importer = Importer(rt.validator_for(src), rt.vault.pseudonym, source)
     report = ImportReport()
     earlier = not defer and rt.identity.profiles_pending()
-    for batch in importer.messages(path, "record_id", mapping, report, batch_rows or BATCH):
+    for batch in importer.messages(path, "record_id", mapping, report, batch_rows or BATCH, workers=workers):
         result = rt.ingestor.submit_sync(Work(src.id, batch, [], now_ms(), defer_profiles=True), timeout=600)
         report.imported += result.accepted
         report.unchanged += result.duplicates
@@ -451,6 +452,7 @@ def run_size(
     say: Callable[[str], None],
     baseline: bool = True,
     import_batch: int | None = None,
+    import_workers: int | None = None,
     import_only: bool = False,
     settle_each: bool = False,
 ) -> dict[str, Any]:
@@ -479,6 +481,7 @@ def run_size(
         result["people"] = len(set(truth.values()))
         result["new_records"] = len(new)
         settings = Settings.from_env(env=env, data_dir=work / "data", default_jurisdiction="US")
+        result["import_workers"] = import_workers
         result["settings"] = {
             "match_threshold": settings.match_threshold,
             "match_review_threshold": settings.match_review_threshold,
@@ -506,7 +509,7 @@ def run_size(
                     started = time.perf_counter()
                     # as a user loads several exports: all but the last with --defer-profiles
                     defer = not settle_each and source != last
-                    imports[source] = import_file(rt, path, source, tick, import_batch, defer)
+                    imports[source] = import_file(rt, path, source, tick, import_batch, defer, import_workers)
                     imports[source]["seconds"] = time.perf_counter() - started
             result["import"] = imports
             result["import_curve"] = curve
@@ -738,6 +741,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-baseline", action="store_true", help="skip Splink alone")
     p.add_argument("--import-only", action="store_true", help="stop after the import (to compare import settings)")
     p.add_argument("--import-batch", type=int, help="rows per writer transaction of the import (default: Candor's)")
+    p.add_argument(
+        "--import-workers", type=int, help="processes building the import's messages (default: Candor's, --workers)"
+    )
     p.add_argument("--settle-each", action="store_true", help="settle profiles after each file (no --defer-profiles)")
     p.add_argument("--quick", action="store_true", help=f"{QUICK_RECORDS:,} records, in-process (for the tests)")
     p.add_argument("--in-process", action="store_true", help="run every size in this process")
@@ -767,6 +773,8 @@ def _child(args: argparse.Namespace, n: int, say: Callable[[str], None]) -> dict
             cmd.append("--import-only")
         if args.import_batch:
             cmd += ["--import-batch", str(args.import_batch)]
+        if args.import_workers is not None:
+            cmd += ["--import-workers", str(args.import_workers)]
         if args.settle_each:
             cmd.append("--settle-each")
         if args.quiet:
@@ -800,6 +808,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     say=say,
                     baseline=not args.no_baseline,
                     import_batch=args.import_batch,
+                    import_workers=args.import_workers,
                     import_only=args.import_only,
                     settle_each=args.settle_each,
                 )

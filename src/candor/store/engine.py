@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,20 @@ class StoreUnavailable(RuntimeError):
     """The database cannot be reached or opened; the message says which and how to fix it."""
 
 
+# Engines of this process. A forked child (import workers, identity/records.py) must never use a
+# connection its parent opened: after a fork each pool forgets its connections without closing them
+# (closing would end the parent's session), so a child that connects gets a connection of its own.
+_ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for engine in list(_ENGINES):
+        engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class Store:
     """Owns the SQLAlchemy engine for one database URL (SQLite file or PostgreSQL)."""
 
@@ -82,6 +98,7 @@ class Store:
         else:
             sizing: dict[str, Any] = {"pool_size": 5, "max_overflow": 10} if pool else {"poolclass": NullPool}
             self.engine = create_engine(self.url, pool_pre_ping=True, **sizing)
+        _ENGINES.add(self.engine)
 
     # -- dialect helpers -------------------------------------------------------------------
     def insert(self, table: Table) -> Any:
