@@ -18,6 +18,7 @@ import os
 import secrets
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -60,6 +61,19 @@ def secret_hash(secret: str) -> str:
 KeyLoader = Callable[[], list[bytes]]
 
 
+# Vaults of this process: a forked child (candor/forking.py) gets a fresh lock in each, in case
+# another thread of the parent held one at the fork
+_VAULTS: weakref.WeakSet[Vault] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for vault in list(_VAULTS):
+        vault._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class Vault:
     """Key management and sealing for one store. Thread-safe.
 
@@ -85,6 +99,7 @@ class Vault:
         self.store = store
         self._loader = key_loader
         self._lock = threading.Lock()
+        _VAULTS.add(self)
         self._keks: dict[str, AESGCM] = {}
         self.kek_id = ""
         self._kek_checked = 0.0

@@ -120,10 +120,10 @@ def test_default_workers_follow_the_file_size(tmp_path: Path, monkeypatch: pytes
     small, large = tmp_path / "small.csv", tmp_path / "large.csv"
     small.write_bytes(b"x" * (records.PARALLEL_BYTES - 1))
     large.write_bytes(b"x" * records.PARALLEL_BYTES)
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(records, "cores", lambda: 2)
     assert records.default_workers(small) == 0
     assert records.default_workers(large) == 1
-    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    monkeypatch.setattr(records, "cores", lambda: 1)
     assert records.default_workers(large) == 0  # one core: the writer would only wait for the builder
 
 
@@ -170,3 +170,40 @@ def test_the_cli_takes_workers_and_refuses_a_bad_count(tmp_path: Path) -> None:
     assert out["rows"] == 300 and out["imported"] + len(out["errors"]) == 300 and out["imported"] > 280
     bad = CliRunner().invoke(app, [*args, "--workers", "-1"])
     assert bad.exit_code == 2 and "greater than or equal to 0" in bad.output
+
+
+def test_a_full_resolution_decrypts_in_forked_processes_to_the_same_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings: Settings
+) -> None:
+    from candor.identity import resolve
+    from candor.ingest import Work
+    from candor.store import now_ms
+
+    path = _csv(tmp_path / "crm.csv", 300)
+    pools: list[int] = []
+    real_pool = resolve.forked_pool
+
+    def spy(workers: int, *args: Any) -> Any:
+        pools.append(workers)
+        return real_pool(workers, *args)
+
+    monkeypatch.setattr(resolve, "forked_pool", spy)
+    rt = Runtime(settings)
+    try:
+        src = _source(rt)
+        importer = Importer(rt.validator_for(src), rt.vault.pseudonym, "crm")
+        for batch in importer.messages(path, "id", MAPPING, ImportReport(), workers=0):
+            rt.ingestor.submit_sync(Work(src.id, batch, [], now_ms()), timeout=60)
+        with rt.store.engine.connect() as conn:
+            subjects = rt.resolver.active_subjects(conn)
+        slices = [subjects[i : i + 40] for i in range(0, len(subjects), 40)]
+        rt.resolver.decrypt_workers = 0
+        here = [dict(part) for part in rt.resolver._decrypted(slices)]
+        assert pools == []
+        rt.resolver.decrypt_workers = 2
+        there = [dict(part) for part in rt.resolver._decrypted(slices)]
+        assert pools == [2]
+        assert len(here) == len(slices) > 2 and sum(map(len, here)) > 250
+        assert here == there  # the same normalised records, slice by slice
+    finally:
+        rt.close()

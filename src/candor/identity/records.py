@@ -15,12 +15,9 @@ import csv
 import hashlib
 import io
 import itertools
-import multiprocessing
-import os
-import sys
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +25,7 @@ from typing import Any
 import orjson
 
 from candor.events import Message, Rejection
+from candor.forking import can_fork, cores, forked_pool
 from candor.store import now_ms
 
 # Segment's reserved trait names an import may map columns to, plus ext:NAME and userId.
@@ -248,9 +246,7 @@ class Importer:
         for n, row in head:
             yield n, self.build(n, row, id_column, mapping)
         window = max(2, 2 * batch_rows // CHUNK_ROWS)
-        ctx = multiprocessing.get_context("fork")
-        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(self,))
-        try:
+        with forked_pool(workers, _worker_init, self) as pool:
             pending: deque[Future[list[tuple[int, Message | str]]]] = deque()
             for chunk in chunks:
                 pending.append(pool.submit(_worker_build, chunk, id_column, mapping))
@@ -258,8 +254,6 @@ class Importer:
                     yield from pending.popleft().result()
             while pending:
                 yield from pending.popleft().result()
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
 
 
 # rows per task sent to an import worker: large enough that pickling a chunk costs little next to
@@ -269,14 +263,8 @@ CHUNK_ROWS = 1000
 PARALLEL_BYTES = 1 << 20
 
 
-def can_fork() -> bool:
-    """Import workers are forked (they inherit the validator and its detectors, nothing is rebuilt);
-    Linux only: fork is not safe with the system frameworks macOS loads."""
-    return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
-
-
 def default_workers(path: Path) -> int:
-    if not can_fork() or (os.cpu_count() or 1) < 2:
+    if not can_fork() or cores() < 2:
         return 0
     try:
         return 1 if path.stat().st_size >= PARALLEL_BYTES else 0

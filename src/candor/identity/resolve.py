@@ -18,7 +18,7 @@ an interrupted run resumes without retraining.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
@@ -27,6 +27,7 @@ import orjson
 from sqlalchemy import and_, func, select
 
 from candor import audit, normalize
+from candor.forking import can_fork, cores, forked_pool
 from candor.identity.service import Identity
 from candor.store import Store, insert_sql, now_ms
 from candor.store.schema import (
@@ -58,6 +59,7 @@ EDGE_INSERT = (
     "b_subject",
     "created_ms",
 )
+DECRYPT_SLICE = 20_000  # subjects per decryption task of a full resolution
 BULK_KEYS = 200_000  # match_keys rows from which SQLite rebuilds the subject index instead of updating it
 
 
@@ -116,6 +118,8 @@ class Resolver:
         self.review_threshold = settings.match_review_threshold
         self.region = settings.default_phone_region
         self._model: tuple[int, Any] | None = None
+        # processes decrypting a full resolution's records (0: in this one): one per core, up to four
+        self.decrypt_workers = min(cores(), 4) if cores() >= 2 else 0
 
     # -- records -------------------------------------------------------------------------------
     def active_subjects(self, conn: Any) -> list[str]:
@@ -240,6 +244,18 @@ class Resolver:
         if index is not None:
             index.create(conn)
 
+    def _decrypted(self, slices: list[list[str]]) -> Iterator[dict[str, dict[str, Any]]]:
+        """``records`` of each slice, in order: with two slices or more and a second core, in forked
+        processes (candor/forking.py), each reading through a connection of its own."""
+        workers = min(self.decrypt_workers, len(slices)) if can_fork() and len(slices) > 1 else 0
+        if workers == 0:
+            with self.store.engine.connect() as conn:
+                for ids in slices:
+                    yield self.records(ids, conn)
+            return
+        with forked_pool(workers, _worker_init, self) as pool:
+            yield from pool.map(_worker_records, slices)
+
     # -- full resolution -----------------------------------------------------------------------
     def resolve(
         self,
@@ -260,10 +276,11 @@ class Resolver:
         t0 = time.perf_counter()
         with self.store.engine.connect() as conn:
             all_subjects = self.active_subjects(conn)
-            recs: dict[str, dict[str, Any]] = {}
-            for i in range(0, len(all_subjects), 20_000):
-                recs.update(self.records(all_subjects[i : i + 20_000], conn))
-                step("decrypting", min(i + 20_000, len(all_subjects)), len(all_subjects))
+        recs: dict[str, dict[str, Any]] = {}
+        slices = [all_subjects[i : i + DECRYPT_SLICE] for i in range(0, len(all_subjects), DECRYPT_SLICE)]
+        for done, part in enumerate(self._decrypted(slices), start=1):
+            recs.update(part)
+            step("decrypting", min(done * DECRYPT_SLICE, len(all_subjects)), len(all_subjects))
         report.records = len(recs)
         report.timings["decrypt"] = time.perf_counter() - t0
         if len(recs) < 2:
@@ -522,3 +539,18 @@ class Resolver:
         with self.store.write() as conn:
             self._store_keys(conn, new)
         return report
+
+
+_WORKER: Resolver | None = None
+
+
+def _worker_init(resolver: Resolver) -> None:
+    # forked: the parent's resolver, inherited rather than pickled
+    global _WORKER
+    _WORKER = resolver
+
+
+def _worker_records(ids: list[str]) -> dict[str, dict[str, Any]]:
+    assert _WORKER is not None
+    with _WORKER.store.engine.connect() as conn:
+        return _WORKER.records(ids, conn)
