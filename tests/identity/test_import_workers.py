@@ -163,11 +163,19 @@ def test_the_cli_takes_workers_and_refuses_a_bad_count(tmp_path: Path) -> None:
 
     path = _csv(tmp_path / "crm.csv", 300)
     base = ["--data-dir", str(tmp_path / "data"), "import", "records", str(path), "--source", "crm", "--id-column"]
-    args = [*base, "id", "--map", "fname=firstName,mail=email", "--no-link", "--json"]
+    mapping = "fname=firstName,lname=lastName,mail=email,tel=phone,zip=address.postalCode,card=ext:loyalty"
+    args = [*base, "id", "--map", mapping, "--no-link", "--json"]
     ok = CliRunner().invoke(app, [*args, "--workers", "1"], catch_exceptions=False)
     assert ok.exit_code == 0, ok.output
     out = json.loads(ok.output)
     assert out["rows"] == 300 and out["imported"] + len(out["errors"]) == 300 and out["imported"] > 280
+    # what passed through the worker is sealed at rest like any other import: no plaintext anywhere
+    import subprocess
+
+    found = subprocess.run(
+        ["grep", "-rlaE", "Diaz1|ana12@example|4155550012", str(tmp_path / "data")], capture_output=True, text=True
+    )
+    assert found.returncode == 1 and found.stdout == "", f"plaintext found in {found.stdout}"
     bad = CliRunner().invoke(app, [*args, "--workers", "-1"])
     assert bad.exit_code == 2 and "greater than or equal to 0" in bad.output
 
